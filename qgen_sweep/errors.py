@@ -1,0 +1,35 @@
+"""Errors that the CLI turns into one-line messages.
+
+Every message states the rule, the bad value and the way out, e.g.
+"bits must be one of 2, 4, 8, 32, but got 3 (use 32 for full precision)".
+"""
+
+from __future__ import annotations
+
+
+class QGenError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+    exit_code = 1
+
+
+class UsageError(QGenError):
+    """Bad input from the user (a flag, a spec value, a sweep name): exit code 2."""
+
+    exit_code = 2
+
+
+class SpecError(UsageError):
+    """An invalid sweep spec. `problems` holds one line per problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class DataError(UsageError):
+    """A dataset is missing or malformed (says where it looked and how to get it)."""
+
+
+class StoreError(QGenError):
+    """The results store is missing, locked or inconsistent: exit code 1."""

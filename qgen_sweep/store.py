@@ -1,0 +1,218 @@
+"""The results store: Parquet files under one results directory; the ledger of what is done.
+
+Layout (architecture.md):
+
+    <root>/sweep.toml                      resolved spec as launched (provenance)
+    <root>/plan.parquet                    every planned trial: trial_id + config columns
+    <root>/trials/bits=B/<id>.parquet      one final row per finished trial (TRIAL_SCHEMA)
+    <root>/epochs/bits=B/<id>.parquet      one row per epoch (EPOCH_SCHEMA), rewritten each epoch
+    <root>/measures/bits=B/<id>.parquet    generalization measures of a finished trial
+    <root>/failures/<id>-<attempt>.parquet one row per failed attempt (FAILURE_SCHEMA)
+    <root>/checkpoints/<id>/               trial checkpoints (written by the trial engine)
+
+Every file is written atomically (temporary file in the same folder, fsync, os.replace), so a
+crash or kill leaves either the old file or the new one, never a torn one. A trial is done when
+its final row exists and reads back; a file that does not read back (truncated by hand, a disk
+error) is reported by `corrupt_files()` and treated as missing, so resume reruns that trial.
+
+`bits` is stored inside every file as well as in the folder name; readers should not rely on
+Hive partition inference (DuckDB: hive_partitioning = false).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qgen_sweep.errors import StoreError
+
+KINDS = ("trials", "epochs", "measures")
+
+_TS = pa.timestamp("us", tz="UTC")
+
+TRIAL_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("sweep", pa.string()),
+        ("dataset", pa.string()),
+        ("bits", pa.int32()),
+        ("optimizer", pa.string()),
+        ("lr", pa.float64()),
+        ("lr_index", pa.int32()),  # level of lr within its optimizer's list (0, 1, 2)
+        ("weight_decay", pa.float64()),
+        ("depth", pa.int32()),
+        ("width", pa.int32()),
+        ("base_width", pa.int32()),
+        ("epochs", pa.int32()),
+        ("batch_size", pa.int32()),
+        ("seed", pa.int64()),
+        ("status", pa.string()),  # "done" | "diverged"
+        ("train_acc", pa.float64()),  # fractions in [0, 1]
+        ("test_acc", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("test_loss", pa.float64()),
+        ("gap", pa.float64()),  # test_loss - train_loss
+        ("l2_norm", pa.float64()),
+        ("best_epoch", pa.int32()),
+        ("epochs_run", pa.int32()),
+        ("diverged_epoch", pa.int32()),  # null unless diverged
+        ("seconds", pa.float64()),  # wall time of the trial (all attempts' training)
+        ("step_size_layers", pa.list_(pa.string())),  # quantized layers, network order
+        ("step_sizes", pa.list_(pa.float64())),  # learned LSQ step size per layer (Figure 1)
+        ("config_json", pa.string()),  # canonical TrialConfig JSON
+        ("engine", pa.string()),  # "single" | "fused"
+        ("bundle_id", pa.string()),  # null unless trained in a fused bundle
+        ("attempts", pa.int32()),
+        ("host", pa.string()),
+        ("device", pa.string()),
+        ("git_rev", pa.string()),
+        ("versions_json", pa.string()),  # {"qgen_sweep": ..., "torch": ..., ...}
+        ("started_at", _TS),
+        ("finished_at", _TS),
+    ]
+)
+
+EPOCH_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("bits", pa.int32()),
+        ("epoch", pa.int32()),
+        ("train_loss", pa.float64()),
+        ("train_acc", pa.float64()),
+        ("test_loss", pa.float64()),
+        ("test_acc", pa.float64()),
+        ("lr", pa.float64()),
+        ("seconds", pa.float64()),
+        ("step_size_min", pa.float64()),
+        ("step_size_mean", pa.float64()),
+        ("step_size_max", pa.float64()),
+    ]
+)
+
+FAILURE_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("bits", pa.int32()),
+        ("attempt", pa.int32()),
+        ("error_type", pa.string()),
+        ("message", pa.string()),
+        ("traceback_tail", pa.string()),
+        ("host", pa.string()),
+        ("time", _TS),
+    ]
+)
+
+
+def write_table_atomic(path: Path, table: pa.Table) -> None:
+    """Write `table` to `path` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            pq.write_table(table, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a table with exactly `schema`'s columns; missing keys become nulls, extras are an error."""
+    rows = list(rows)
+    names = set(schema.names)
+    for row in rows:
+        extra = set(row) - names
+        if extra:
+            raise StoreError(f"unknown result column(s) {sorted(extra)}; schema has {schema.names}")
+    return pa.Table.from_pylist([{n: row.get(n) for n in schema.names} for row in rows], schema)
+
+
+class ResultsStore:
+    """One sweep's results directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def spec_path(self) -> Path:
+        return self.root / "sweep.toml"
+
+    @property
+    def plan_path(self) -> Path:
+        return self.root / "plan.parquet"
+
+    def path(self, kind: str, trial_id: str, bits: int) -> Path:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        return self.root / kind / f"bits={int(bits)}" / f"{trial_id}.parquet"
+
+    def failure_path(self, trial_id: str, attempt: int) -> Path:
+        return self.root / "failures" / f"{trial_id}-{attempt}.parquet"
+
+    def checkpoint_dir(self, trial_id: str) -> Path:
+        return self.root / "checkpoints" / trial_id
+
+    # -- writes --------------------------------------------------------------------------------
+    def write_trial(self, row: dict[str, Any]) -> Path:
+        """Write a trial's final row; after this the trial counts as done."""
+        path = self.path("trials", row["trial_id"], row["bits"])
+        write_table_atomic(path, rows_to_table([row], TRIAL_SCHEMA))
+        return path
+
+    def write_epochs(self, trial_id: str, bits: int, rows: list[dict[str, Any]]) -> Path:
+        """(Re)write a trial's per-epoch rows; called after every epoch while it trains."""
+        full = [{"trial_id": trial_id, "bits": bits, **row} for row in rows]
+        path = self.path("epochs", trial_id, bits)
+        write_table_atomic(path, rows_to_table(full, EPOCH_SCHEMA))
+        return path
+
+    def write_failure(self, row: dict[str, Any]) -> Path:
+        path = self.failure_path(row["trial_id"], row["attempt"])
+        write_table_atomic(path, rows_to_table([row], FAILURE_SCHEMA))
+        return path
+
+    # -- reads ---------------------------------------------------------------------------------
+    def files(self, kind: str) -> Iterator[Path]:
+        """Final (non-temporary) Parquet files of one kind, sorted."""
+        folder = self.root / kind
+        if not folder.is_dir():
+            return iter(())
+        return iter(sorted(p for p in folder.rglob("*.parquet") if not p.name.startswith(".")))
+
+    @staticmethod
+    def readable(path: Path) -> bool:
+        """True when the file's footer and data read back (not truncated)."""
+        try:
+            pq.read_table(path)
+        except (OSError, pa.ArrowException):
+            return False
+        return True
+
+    def finished_ids(self, kind: str = "trials") -> set[str]:
+        """Trial ids with a readable final file of `kind` (corrupt files do not count)."""
+        return {p.stem for p in self.files(kind) if self.readable(p)}
+
+    def corrupt_files(self, kinds: Iterable[str] = ("trials", "epochs", "measures", "failures")):
+        """Files that exist but do not read back as Parquet."""
+        return [p for kind in kinds for p in self.files(kind) if not self.readable(p)]
+
+    def read(self, kind: str) -> pa.Table | None:
+        """All readable files of one kind concatenated (None when there are none)."""
+        tables = []
+        for path in self.files(kind):
+            try:
+                tables.append(pq.read_table(path))
+            except (OSError, pa.ArrowException):
+                continue
+        if not tables:
+            return None
+        return pa.concat_tables(tables, promote_options="default")

@@ -1,0 +1,185 @@
+"""Typed, frozen description of one trial and of its results (torch-free).
+
+TrialConfig is the scientific identity of a trial: everything that changes what is computed.
+Its canonical form is hashed into the content-addressed `trial_id`. Where the run happens and how
+fast (device, data directory, compilation, eval batch size) lives in TrialRuntime and is excluded.
+Defaults follow ../shared/design/science.md (paper appendix B.3) unless stated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from qgen_sweep.errors import UsageError
+
+DATASETS = ("cifar10", "cifar100", "digits")
+BITS = (2, 4, 8, 32)  # 32 = full precision: no quantizer at all
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
+FIRST_LAST_POLICIES = ("int8", "same")  # LSQ paper keeps first/last layer at 8 bits
+AMP_MODES = ("none", "bf16")  # bf16 autocast (GPU only); quantizer math stays fp32
+AUGMENTATIONS = ("none", "crop-flip")  # science.md: reference code trains without augmentation
+NOISE_CONVENTIONS = ("reference", "jiang")
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Everything that defines what one trial computes (hashed into trial_id)."""
+
+    dataset: str
+    bits: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    depth: int
+    width: int
+    base_width: int = 25  # channels = base_width x width (NiN reference code)
+    epochs: int = 300
+    batch_size: int = 128
+    milestones: tuple[int, ...] = (100, 200)  # MultiStep schedule, paper appendix B.3
+    gamma: float = 0.1
+    momentum: float = 0.9  # SGD only
+    seed: int = 0
+    augment: str = "none"
+    first_last: str = "int8"
+    step_size_lr_scale: float = 1.0  # step-size lr = lr x this (science.md: open choice, start at 1)
+    amp: str = "none"
+    # The trial engine drops the ragged last batch (static shapes); an epoch = floor(n / batch) steps.
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise UsageError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Return one human-readable line per invalid field (empty when valid)."""
+        out: list[str] = []
+
+        def one_of(name: str, value: Any, allowed: tuple) -> None:
+            if value not in allowed:
+                shown = ", ".join(str(a) for a in allowed)
+                out.append(f"{name} must be one of {shown}, but got {value!r}")
+
+        def positive(name: str, value: float, allow_zero: bool = False) -> None:
+            ok = isinstance(value, (int, float)) and math.isfinite(value)
+            ok = ok and (value >= 0 if allow_zero else value > 0)
+            if not ok:
+                rule = ">= 0" if allow_zero else "> 0"
+                out.append(f"{name} must be a finite number {rule}, but got {value!r}")
+
+        one_of("dataset", self.dataset, DATASETS)
+        one_of("bits", self.bits, BITS)
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
+        one_of("augment", self.augment, AUGMENTATIONS)
+        one_of("first_last", self.first_last, FIRST_LAST_POLICIES)
+        one_of("amp", self.amp, AMP_MODES)
+        positive("lr", self.lr)
+        positive("weight_decay", self.weight_decay, allow_zero=True)
+        positive("gamma", self.gamma)
+        positive("momentum", self.momentum, allow_zero=True)
+        positive("step_size_lr_scale", self.step_size_lr_scale)
+        for name in ("depth", "width", "base_width", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                out.append(f"{name} must be an integer >= 1, but got {value!r}")
+        if not all(isinstance(m, int) and m >= 1 for m in self.milestones):
+            out.append(f"milestones must be epochs >= 1, but got {list(self.milestones)!r}")
+        elif list(self.milestones) != sorted(set(self.milestones)):
+            out.append(f"milestones must be strictly increasing, but got {list(self.milestones)!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            out.append(f"seed must be an integer, but got {self.seed!r}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (tuples as lists), the canonical form stored with every result."""
+        data = dataclasses.asdict(self)
+        data["milestones"] = list(self.milestones)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialConfig:
+        """Inverse of to_dict. Unknown keys are an error naming the allowed ones."""
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise UsageError(
+                f"unknown trial config key(s) {unknown}; allowed: {', '.join(sorted(allowed))}"
+            )
+        values = dict(data)
+        if "milestones" in values:
+            values["milestones"] = tuple(values["milestones"])
+        return cls(**values)
+
+    def canonical_json(self) -> str:
+        """Sorted, compact JSON of to_dict(); floats in repr form so 1e-4 == 0.0001."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def trial_id(self) -> str:
+        """Content address: first 16 hex digits of sha256(canonical_json)."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    @property
+    def num_classes(self) -> int:
+        return {"cifar10": 10, "cifar100": 100, "digits": 10}[self.dataset]
+
+
+@dataclass(frozen=True)
+class TrialRuntime:
+    """Where and how fast a trial runs; never changes the result beyond float tolerance."""
+
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    data_dir: str | None = None  # None = $QGEN_DATA_DIR, else ~/.cache/qgen-sweep/data
+    download: bool = False  # let torchvision fetch CIFAR (needs internet)
+    eval_batch_size: int = 1024
+    eval_test_every: int = 1  # evaluate the clean test set every N epochs for curves (0 = never)
+    compile: str | None = None  # torch.compile mode, e.g. "default", "max-autotune"; None = eager
+    channels_last: bool = False
+    threads: int | None = None  # torch.set_num_threads on CPU; None = leave as is
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One epoch of training. Test metrics are NaN when the epoch was not evaluated."""
+
+    epoch: int  # 1-based
+    train_loss: float  # mean over the epoch's batches (augmented data, train mode)
+    train_acc: float  # fraction in [0, 1]
+    lr: float
+    seconds: float
+    test_loss: float = math.nan
+    test_acc: float = math.nan
+    step_size_min: float = math.nan  # over quantized layers; NaN for FP32
+    step_size_mean: float = math.nan
+    step_size_max: float = math.nan
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """Final metrics of the kept model (lowest epoch training loss), evaluated in eval mode on
+    the full clean training and test splits. Accuracies are fractions in [0, 1]."""
+
+    status: str  # "done" | "diverged"
+    train_acc: float
+    test_acc: float
+    train_loss: float
+    test_loss: float
+    gap: float  # test_loss - train_loss
+    l2_norm: float  # L2 norm of all conv weights (paper Table 2)
+    best_epoch: int  # epoch of the kept model (0 if none)
+    epochs_run: int
+    seconds: float
+    device: str
+    diverged_epoch: int | None = None
+    step_sizes: dict[str, float] = field(default_factory=dict)  # layer -> learned LSQ step size
+    history: tuple[EpochMetrics, ...] = ()
+
+    def metrics(self) -> dict[str, Any]:
+        """The scalar metrics as a flat dict (for --json output and result rows)."""
+        data = dataclasses.asdict(self)
+        data.pop("history")
+        return data

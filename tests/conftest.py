@@ -1,0 +1,9 @@
+"""Shared fixtures. Tests run on the CPU with few threads (the CI machine has 2 cores)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
