@@ -3,7 +3,7 @@
 Layout (architecture.md):
 
     <root>/sweep.toml                      resolved spec as launched (provenance)
-    <root>/plan.parquet                    every planned trial: trial_id + config columns
+    <root>/plan.parquet                    every planned trial: trial_id + config columns (PLAN_SCHEMA)
     <root>/trials/bits=B/<id>.parquet      one final row per finished trial (TRIAL_SCHEMA)
     <root>/epochs/bits=B/<id>.parquet      one row per epoch (EPOCH_SCHEMA), rewritten each epoch
     <root>/measures/bits=B/<id>.parquet    generalization measures of a finished trial
@@ -35,6 +35,27 @@ from qgen_sweep.errors import StoreError
 KINDS = ("trials", "epochs", "measures")
 
 _TS = pa.timestamp("us", tz="UTC")
+
+PLAN_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("sweep", pa.string()),
+        ("position", pa.int32()),  # order in the plan
+        ("dataset", pa.string()),
+        ("bits", pa.int32()),
+        ("optimizer", pa.string()),
+        ("lr", pa.float64()),
+        ("lr_index", pa.int32()),
+        ("weight_decay", pa.float64()),
+        ("depth", pa.int32()),
+        ("width", pa.int32()),
+        ("base_width", pa.int32()),
+        ("epochs", pa.int32()),
+        ("batch_size", pa.int32()),
+        ("seed", pa.int64()),
+        ("config_json", pa.string()),  # canonical TrialConfig JSON
+    ]
+)
 
 TRIAL_SCHEMA = pa.schema(
     [
