@@ -1,0 +1,165 @@
+"""`qgen-sweep train`: one trial in-process, the debugging entry point for one configuration.
+
+Flags mirror TrialConfig (what is computed) and TrialRuntime (where and how fast). Values are
+validated by TrialConfig, so the messages are the same as for a sweep spec.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qgen_sweep.errors import UsageError
+from qgen_sweep.trial.config import TrialConfig, TrialRuntime
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
+_RUNTIME = TrialRuntime()
+
+
+def _milestones(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise UsageError(
+            f"milestones must be comma-separated epochs like 100,200, but got {text!r}"
+        ) from None
+
+
+def _finite_or_none(value: Any) -> Any:
+    """JSON has no NaN: write not-a-number metrics as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    return value
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _write_outputs(out: Path, summary: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    _write_text_atomic(out / "result.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    fields = list(history[0]) if history else ["epoch"]
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=".epochs.csv.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, out / "epochs.csv")
+
+
+def _echo_epoch(metrics: Any) -> None:
+    click.echo(
+        f"epoch {metrics.epoch:4d}  loss {metrics.train_loss:.4f}  acc {metrics.train_acc:.4f}  "
+        f"test acc {metrics.test_acc:.4f}  lr {metrics.lr:.3g}  {metrics.seconds:.2f}s",
+        err=True,
+    )
+
+
+@click.command("train")
+@click.option("--dataset", required=True, help="cifar10, cifar100 or digits.")
+@click.option("--bits", type=int, required=True, help="2, 4, 8 (LSQ weights) or 32 (FP32).")
+@click.option("--optimizer", required=True, help="sgd (momentum), adam or rmsprop.")
+@click.option("--lr", type=float, required=True, help="Learning rate.")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True,
+              help="Weight decay (not applied to LSQ step sizes).")
+@click.option("--depth", type=int, required=True, help="Number of NiN blocks.")
+@click.option("--width", type=int, required=True, help="Width multiplier.")
+@click.option("--base-width", type=int, default=_DEFAULTS["base_width"], show_default=True,
+              help="Channels = base width x width.")
+@click.option("--epochs", type=int, default=_DEFAULTS["epochs"], show_default=True)
+@click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True)
+@click.option("--milestones", default=",".join(map(str, _DEFAULTS["milestones"])),
+              show_default=True, help="MultiStep epochs, comma-separated ('' for none).")
+@click.option("--gamma", type=float, default=_DEFAULTS["gamma"], show_default=True)
+@click.option("--momentum", type=float, default=_DEFAULTS["momentum"], show_default=True,
+              help="SGD momentum.")
+@click.option("--seed", type=int, default=_DEFAULTS["seed"], show_default=True)
+@click.option("--augment", default=_DEFAULTS["augment"], show_default=True,
+              help="none or crop-flip.")
+@click.option("--first-last", default=_DEFAULTS["first_last"], show_default=True,
+              help="int8 (first/last layer at 8 bits) or same (at --bits).")
+@click.option("--step-size-lr-scale", type=float, default=_DEFAULTS["step_size_lr_scale"],
+              show_default=True, help="LSQ step-size learning rate = lr x this.")
+@click.option("--amp", default=_DEFAULTS["amp"], show_default=True, help="none or bf16.")
+@click.option("--device", default=_RUNTIME.device, show_default=True,
+              help="auto, cpu, cuda or cuda:N.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Dataset folder [default: $QGEN_DATA_DIR, else ~/.cache/qgen-sweep/data].")
+@click.option("--download", is_flag=True, help="Let torchvision fetch CIFAR (needs internet).")
+@click.option("--eval-batch-size", type=click.IntRange(min=1), default=_RUNTIME.eval_batch_size,
+              show_default=True)
+@click.option("--eval-test-every", type=click.IntRange(min=0), default=_RUNTIME.eval_test_every,
+              show_default=True, help="Test-set curve every N epochs (0 = never).")
+@click.option("--compile", "compile_mode", default=None, help="torch.compile mode, e.g. default.")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write result.json, epochs.csv and checkpoints/ here; rerun to resume.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+def train(**options: Any) -> None:
+    """Train one trial in-process and print its final metrics.
+
+    \b
+    Example:
+      qgen-sweep train --dataset digits --bits 4 --optimizer sgd --lr 0.05 \\
+        --weight-decay 1e-4 --depth 2 --width 2 --base-width 8 --epochs 15 --out runs/one
+    """
+    out: Path | None = options.pop("out")
+    as_json: bool = options.pop("as_json")
+    runtime = TrialRuntime(
+        device=options.pop("device"), data_dir=options.pop("data_dir"),
+        download=options.pop("download"), eval_batch_size=options.pop("eval_batch_size"),
+        eval_test_every=options.pop("eval_test_every"), compile=options.pop("compile_mode"),
+        channels_last=options.pop("channels_last"), threads=options.pop("threads"),
+    )
+    options["milestones"] = _milestones(options["milestones"])
+    config = TrialConfig(**options)  # raises UsageError with one line per bad value
+
+    from qgen_sweep.trial.train import run_trial  # torch: only when a trial really runs
+
+    checkpoints = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoints = out / "checkpoints"
+    result = run_trial(config, runtime, checkpoints, on_epoch=None if as_json else _echo_epoch)
+    summary = {"trial_id": config.trial_id, **result.metrics(), "config": config.to_dict()}
+    summary = _finite_or_none(summary)
+    if out is not None:
+        history = [_finite_or_none(dataclasses.asdict(m)) for m in result.history]
+        _write_outputs(out, summary, history)
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "nan"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    keys = ("status", "train_acc", "test_acc", "train_loss", "test_loss", "gap", "l2_norm",
+            "best_epoch", "epochs_run", "seconds", "device")
+    for key in keys:
+        click.echo(f"{key:>11}  {fmt(summary[key])}")
+    if summary.get("diverged_epoch") is not None:
+        click.echo(f"   diverged  at epoch {summary['diverged_epoch']}")
+    if out is not None:
+        click.echo(f"    written  {out / 'result.json'}, {out / 'epochs.csv'}")
+
+
+COMMANDS = (train,)
