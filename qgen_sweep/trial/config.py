@@ -140,6 +140,9 @@ class TrialRuntime:
     compile: str | None = None  # torch.compile mode, e.g. "default", "max-autotune"; None = eager
     channels_last: bool = False
     threads: int | None = None  # torch.set_num_threads on CPU; None = leave as is
+    # Parameter/data dtype: "float64" makes fused-vs-unfused equivalence exact to ~1e-10 on the
+    # CPU (issue 8 tests); training runs use float32 (with optional bf16 autocast via `amp`).
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True)
