@@ -1,0 +1,79 @@
+-- Named views over a results directory: one sweep's store, or a folder of sweep stores.
+--
+-- How this file is run (qgen_sweep/analysis/db.py, `connect(results_dir)`):
+--   1. Python finds the stores under the results directory (a folder with plan.parquet, sweep.toml
+--      or a trials/ epochs/ failures/ measures/ folder; or a folder whose sub-folders are such
+--      stores) and loads each kind's Parquet files into an in-memory table raw_<kind>:
+--        raw_plan      <store>/plan.parquet                (PLAN_SCHEMA in qgen_sweep/store.py)
+--        raw_trials    <store>/trials/bits=*/*.parquet     (TRIAL_SCHEMA)
+--        raw_epochs    <store>/epochs/bits=*/*.parquet     (EPOCH_SCHEMA)
+--        raw_failures  <store>/failures/*.parquet          (FAILURE_SCHEMA)
+--        raw_measures  <store>/measures/bits=*/*.parquet   (the columns the measures files hold)
+--      Every raw_<kind> starts with a `sweep` VARCHAR column: the store's sweep name (from
+--      plan.parquet, else from its trial rows, else the folder name), so sweeps sit side by side.
+--      A kind with no files is an empty table with its schema's columns; raw_measures exists only
+--      when some store has measures files. Files that do not read back (truncated by hand) are
+--      skipped with a warning, as ResultsStore does. Hive partitioning is off: `bits` comes from
+--      inside each file.
+--   2. File access is then switched off (enable_external_access = false, configuration locked).
+--      So this file and every analysis/measures*.sql select from raw_<kind> tables and never read
+--      files: a read_parquet() here fails with a Permission Error. (This is what keeps
+--      `qgen-sweep query` read-only.)
+--   3. This file runs; then, when raw_measures exists, every analysis/measures*.sql in name order
+--      (e.g. `CREATE OR REPLACE VIEW measures AS SELECT ... FROM raw_measures ...`).
+--
+-- Conventions: accuracies are fractions in [0, 1] in every view (reports show percent); `bits` is
+-- 2, 4, 8 or 32 (32 = FP32, no quantizer); `precision` is the label 'Int2', 'Int4', 'Int8', 'FP32'.
+-- Statements are separated by semicolons; keep one statement per view.
+
+CREATE OR REPLACE MACRO precision_label(b) AS
+    CASE WHEN b = 32 THEN 'FP32' ELSE 'Int' || CAST(b AS VARCHAR) END;
+
+-- Display order of the paper's tables: FP32, Int8, Int4, Int2.
+CREATE OR REPLACE MACRO precision_order(b) AS
+    CASE b WHEN 32 THEN 0 WHEN 8 THEN 1 WHEN 4 THEN 2 WHEN 2 THEN 3 ELSE 4 END;
+
+-- One final row per finished trial (status 'done' or 'diverged'), config + final metrics.
+CREATE OR REPLACE VIEW trials AS
+SELECT *, precision_label(bits) AS precision
+FROM raw_trials;
+
+-- One row per trained epoch (1-based `epoch`), for loss curves.
+CREATE OR REPLACE VIEW epochs AS
+SELECT *
+FROM raw_epochs;
+
+-- One row per failed attempt (the trial may have succeeded on a later attempt).
+CREATE OR REPLACE VIEW failures AS
+SELECT *
+FROM raw_failures;
+
+-- Every planned trial with its current state:
+--   done / diverged  the trial has a final row (its status);
+--   failed           no final row, at least one failed attempt;
+--   pending          neither (not started yet, or running: see epochs_done).
+CREATE OR REPLACE VIEW plan AS
+WITH fails AS (
+    SELECT sweep, trial_id, count(*) AS failed_attempts, max(time) AS last_failure
+    FROM raw_failures
+    GROUP BY ALL
+),
+progress AS (
+    SELECT sweep, trial_id, max(epoch) AS epochs_done
+    FROM raw_epochs
+    GROUP BY ALL
+)
+SELECT
+    p.*,
+    precision_label(p.bits) AS precision,
+    CASE
+        WHEN t.status IS NOT NULL THEN t.status
+        WHEN f.trial_id IS NOT NULL THEN 'failed'
+        ELSE 'pending'
+    END AS state,
+    coalesce(f.failed_attempts, 0) AS failed_attempts,
+    coalesce(g.epochs_done, 0) AS epochs_done
+FROM raw_plan AS p
+LEFT JOIN raw_trials AS t ON t.sweep = p.sweep AND t.trial_id = p.trial_id
+LEFT JOIN fails AS f ON f.sweep = p.sweep AND f.trial_id = p.trial_id
+LEFT JOIN progress AS g ON g.sweep = p.sweep AND g.trial_id = p.trial_id;

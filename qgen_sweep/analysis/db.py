@@ -1,0 +1,235 @@
+"""DuckDB over the results store: find the stores, load them, create the named views read-only.
+
+The Parquet files of every store under a results directory are loaded into in-memory tables
+`raw_<kind>` (with a `sweep` column), then file access is switched off and the configuration
+locked, then analysis/views.sql (and analysis/measures*.sql when measures exist) define the named
+views over those tables. Nothing the connection runs afterwards can read or write a file, so the
+results directory cannot be modified through it. The header of analysis/views.sql is the contract
+for SQL files that add views.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qgen_sweep.analysis import cache
+from qgen_sweep.analysis._duck import execute
+from qgen_sweep.errors import QGenError, StoreError
+from qgen_sweep.resources import data_dir
+from qgen_sweep.store import EPOCH_SCHEMA, FAILURE_SCHEMA, PLAN_SCHEMA, TRIAL_SCHEMA, ResultsStore
+
+log = logging.getLogger(__name__)
+
+# kind -> (schema used when no file exists, or None when the kind has no fixed schema)
+KINDS: dict[str, pa.Schema | None] = {
+    "plan": PLAN_SCHEMA,
+    "trials": TRIAL_SCHEMA,
+    "epochs": EPOCH_SCHEMA,
+    "failures": FAILURE_SCHEMA,
+    "measures": None,
+}
+_STORE_MARKERS = ("plan.parquet", "sweep.toml", "trials", "epochs", "failures", "measures")
+# Statement types `run_query` accepts: reading only (DESCRIBE / SHOW / SUMMARIZE parse as SELECT).
+_READ_ONLY_TYPES = ("SELECT", "EXPLAIN")
+
+
+@dataclass(frozen=True)
+class Store:
+    """One sweep's results directory and the sweep name its rows are labelled with."""
+
+    root: Path
+    sweep: str
+
+    def files(self, kind: str) -> list[Path]:
+        """The final Parquet files of one kind (plan: the single plan.parquet when present)."""
+        if kind == "plan":
+            path = ResultsStore(self.root).plan_path
+            return [path] if path.is_file() else []
+        return list(ResultsStore(self.root).files(kind))
+
+
+def _is_store(folder: Path) -> bool:
+    return any((folder / marker).exists() for marker in _STORE_MARKERS)
+
+
+def _sweep_name(root: Path) -> str:
+    """The sweep a store belongs to: plan.parquet's name, else its trial rows', else the folder."""
+    candidates = [ResultsStore(root).plan_path, *ResultsStore(root).files("trials")]
+    for path in candidates[:2]:
+        if not path.is_file():
+            continue
+        try:
+            names = pq.read_table(path, columns=["sweep"]).column("sweep").drop_null()
+        except (OSError, KeyError, pa.ArrowException):
+            continue
+        if len(names):
+            return str(names[0])
+    return root.resolve().name
+
+
+def find_stores(results_dir: Path | str) -> list[Store]:
+    """The sweep stores in `results_dir`: the folder itself, or its sub-folders that are stores."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise StoreError(
+            f"results directory {str(root)!r} does not exist "
+            "(run `qgen-sweep launch SWEEP` first, or pass --results-dir DIR)"
+        )
+    if _is_store(root):
+        return [Store(root, _sweep_name(root))]
+    stores = [Store(sub, _sweep_name(sub)) for sub in sorted(root.iterdir()) if sub.is_dir()]
+    stores = [store for store in stores if _is_store(store.root)]
+    if not stores:
+        raise StoreError(
+            f"no sweep results in {str(root)!r}: it holds no plan.parquet, trials/ or sweep "
+            "folders (run `qgen-sweep launch SWEEP --results-dir DIR` first)"
+        )
+    return stores
+
+
+def _empty_raw(con: duckdb.DuckDBPyConnection, kind: str) -> bool:
+    """raw_<kind> with the kind's schema and no rows; False when the kind has no fixed schema."""
+    schema = KINDS[kind]
+    if schema is None:
+        return False
+    columns = [field for field in schema if field.name != "sweep"]
+    con.register("_empty", pa.schema([pa.field("sweep", pa.string()), *columns]).empty_table())
+    execute(con, f"CREATE TABLE raw_{kind} AS SELECT * FROM _empty")
+    con.unregister("_empty")
+    return True
+
+
+def _load_kind(con: duckdb.DuckDBPyConnection, stores: list[Store], kind: str) -> bool:
+    """Create raw_<kind>: every store's rows of `kind`, labelled with the store's sweep first.
+
+    Returns False when nothing exists for a kind without a fixed schema (measures).
+    """
+    parts: list[tuple[str, str]] = []  # (temp table, sweep label)
+    for index, store in enumerate(stores):
+        files = store.files(kind)
+        table = f"_s{index}__{kind}"
+        if files and cache.load(con, table, store.root, kind, files):
+            parts.append((table, store.sweep))
+    if not parts:
+        return _empty_raw(con, kind)
+    selects = []
+    for table, _ in parts:
+        names = {row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()}
+        drop = ", ".join(["_file", "_mtime_ns", "_size", *(["sweep"] if "sweep" in names else [])])
+        selects.append(f"SELECT ? AS sweep, * EXCLUDE ({drop}) FROM {table}")
+    execute(
+        con,
+        f"CREATE TABLE raw_{kind} AS " + " UNION ALL BY NAME ".join(selects),
+        [sweep for _, sweep in parts],
+    )
+    for table, _ in parts:
+        execute(con, f"DROP TABLE {table}")
+    return True
+
+
+def _run_script(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    for statement in duckdb.extract_statements(path.read_text()):
+        try:
+            execute(con, statement.query)
+        except duckdb.Error as error:
+            first = str(error).splitlines()[0]
+            raise QGenError(f"{path.name}: {first} (fix the SQL in {path})") from error
+
+
+def sql_file(name: str) -> Path:
+    """Path of analysis/<name> (views.sql, table1.sql, ...)."""
+    return data_dir("analysis") / name
+
+
+def connect(
+    results_dir: Path | str, kinds: Iterable[str] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with the named views over `results_dir`, read-only.
+
+    `results_dir` is one sweep's store or a folder of them (every view then has rows of each,
+    told apart by `sweep`). `kinds` limits which kinds are loaded from disk (default: all); the
+    others are empty tables, which is how `query` skips the 300-row-per-trial epochs it does not
+    need. File access is off afterwards: the connection cannot read or write any file.
+    """
+    stores = find_stores(results_dir)
+    wanted = set(KINDS if kinds is None else kinds)
+    con = duckdb.connect(":memory:")
+    has_measures = False
+    for kind in KINDS:
+        loaded = _load_kind(con, stores if kind in wanted else [], kind)
+        has_measures = has_measures or (kind == "measures" and loaded)
+    execute(con, "SET enable_external_access = false")
+    execute(con, "SET lock_configuration = true")
+    _run_script(con, sql_file("views.sql"))
+    if has_measures:
+        for path in sorted(data_dir("analysis").glob("measures*.sql")):
+            _run_script(con, path)
+    return con
+
+
+def kinds_for_query(sql: str) -> set[str]:
+    """The kinds a query may read: every kind whose view name appears as a word in it.
+
+    A cheap over-approximation (a column named `epochs` also loads the epochs); `plan` reads
+    trials, failures and epochs as well.
+    """
+    words = set(re.findall(r"[a-z_]+", sql.lower()))
+    kinds = {kind for kind in KINDS if kind in words or f"raw_{kind}" in words}
+    if "plan" in kinds:
+        kinds |= {"trials", "failures", "epochs"}
+    if "measures" in kinds:
+        kinds.add("trials")  # measures*.sql may join the trials for the gap
+    return kinds
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """Run one read-only statement (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).
+
+    Anything else (DELETE, COPY, CREATE, ATTACH, SET, several statements) is refused, and a
+    DuckDB error becomes a QGenError with DuckDB's message on one line (both exit 1, like any
+    bad query).
+    """
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as error:
+        raise QGenError(_one_line(error)) from error
+    if len(statements) != 1:
+        raise QGenError(
+            f"query takes exactly one SQL statement, but got {len(statements)} "
+            "(run them one at a time)"
+        )
+    kind = statements[0].type.name
+    if kind not in _READ_ONLY_TYPES:
+        raise QGenError(
+            f"query is read-only: {kind} statements are not allowed, only SELECT "
+            "(also WITH / DESCRIBE / SHOW / SUMMARIZE / EXPLAIN); export with --output FILE"
+        )
+    try:
+        return con.sql(statements[0].query).to_arrow_table()
+    except duckdb.Error as error:
+        raise QGenError(_one_line(error)) from error
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def schema_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
+    """(view, column, type) for every named view, in view then column order."""
+    return con.execute(
+        """
+        SELECT table_name, column_name, data_type
+        FROM information_schema.columns
+        WHERE table_schema = 'main'
+          AND table_name IN (SELECT view_name FROM duckdb_views() WHERE NOT internal)
+        ORDER BY table_name, ordinal_position
+        """
+    ).fetchall()

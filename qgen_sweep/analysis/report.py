@@ -1,0 +1,271 @@
+"""The per-precision generalization report: paper Tables 1 and 2, paired statistics, figures.
+
+Aggregates come from the SQL files in analysis/ (table1.sql, paired.sql, paired_summary.sql,
+table2.sql, progress.sql); the bootstrap intervals and Wilcoxon p-values are computed in Python
+(stats.py) over the pairs paired.sql returns. `build_report` returns plain rows; `render` turns
+them into markdown, CSV or JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from qgen_sweep.analysis import stats
+from qgen_sweep.analysis.db import connect, sql_file
+
+FORMATS = ("markdown", "csv", "json")
+# Paired metrics: (key in the report, column of paired.sql, unit)
+PAIRED_METRICS = (
+    ("gap", "gap_diff", "nats"),
+    ("train_loss", "train_loss_diff", "nats"),
+    ("test_acc", "test_acc_diff", "percentage points"),
+)
+UNITS = {
+    "train_acc": "percent",
+    "test_acc": "percent",
+    "train_loss": "nats (cross-entropy)",
+    "test_loss": "nats (cross-entropy)",
+    "gap": "nats (test loss - train loss)",
+    "l2_norm": "L2 norm of all conv weights",
+    "paired": "Int-b minus its FP32 twin; test_acc in percentage points",
+}
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    result = con.execute(sql)
+    names = [d[0] for d in result.description]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+
+def _sql(name: str) -> str:
+    return sql_file(name).read_text()
+
+
+def paired_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """One row per sweep, dataset, Int-b and metric: pairs, mean difference, 95% CI, p-value."""
+    pairs = _rows(con, _sql("paired.sql"))
+    summaries = _rows(con, _sql("paired_summary.sql").replace("{paired}", _sql("paired.sql")))
+    out = []
+    for summary in summaries:
+        key = (summary["sweep"], summary["dataset"], summary["bits"])
+        group = [p for p in pairs if (p["sweep"], p["dataset"], p["bits"]) == key]
+        for metric, column, unit in PAIRED_METRICS:
+            diffs = [p[column] for p in group]
+            out.append(
+                {
+                    "sweep": summary["sweep"],
+                    "dataset": summary["dataset"],
+                    "bits": summary["bits"],
+                    "precision": summary["precision"],
+                    "metric": metric,
+                    "unit": unit,
+                    "n_pairs": summary["n_pairs"],
+                    "mean_diff": summary[column],
+                    **stats.paired_summary(diffs),
+                }
+            )
+    return out
+
+
+def _measures_sections(con: duckdb.DuckDBPyConnection) -> dict[str, list[dict[str, Any]]]:
+    """Table 3 and Kendall's tau from qgen_sweep.measures.report, when measures exist."""
+    views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    if "measures" not in views:
+        return {}
+    try:
+        from qgen_sweep.measures import report as measures_report
+    except ModuleNotFoundError as error:
+        if error.name not in ("qgen_sweep.measures", "qgen_sweep.measures.report"):
+            raise
+        return {}
+    return {"table3": measures_report.table3(con), "kendall": measures_report.kendall(con)}
+
+
+def build_report(
+    results_dir: Path | str,
+    plots_dir: Path | str | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> dict[str, Any]:
+    """Every section of the report as lists of rows keyed by column name (bits as 2/4/8/32).
+
+    Keys: progress, table1, paired, table2, units (and table3, kendall when measures exist;
+    plots, the written PNG paths, when `plots_dir` is given).
+    """
+    if con is None:
+        kinds = ["plan", "trials", "failures", "measures"] + (["epochs"] if plots_dir else [])
+        con = connect(results_dir, kinds)
+    report: dict[str, Any] = {
+        "progress": _rows(con, _sql("progress.sql")),
+        "table1": _rows(con, _sql("table1.sql")),
+        "paired": paired_rows(con),
+        "table2": _rows(con, _sql("table2.sql")),
+        "units": UNITS,
+    }
+    report.update(_measures_sections(con))
+    if plots_dir is not None:
+        from qgen_sweep.analysis.plots import write_figures
+
+        report["plots"] = [str(p) for p in write_figures(con, Path(plots_dir))]
+    return report
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe value: NaN and infinities become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _num(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _pm(mean: Any, std: Any, digits: int) -> str:
+    if mean is None:
+        return "-"
+    return f"{_num(mean, digits)} ± {_num(std, digits)}"
+
+
+def _p(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.2e}" if value < 1e-3 else f"{value:.4f}"
+
+
+def _md_table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def progress_line(row: dict[str, Any]) -> str:
+    """'smoke: 10 of 12 trials finished (done 9, diverged 1, failed 1, pending 1)'."""
+    return (
+        f"{row['sweep']}: {row['finished']} of {row['planned']} trials finished "
+        f"(done {row['done']}, diverged {row['diverged']}, failed {row['failed']}, "
+        f"pending {row['pending']})"
+    )
+
+
+def _md_table1(rows: list[dict[str, Any]]) -> list[str]:
+    header = ["precision", "n", "diverged", "failed", "train acc %", "test acc %"]
+    header += ["train loss", "test loss", "gap"]
+    body = [
+        [r["precision"], str(r["n"]), str(r["diverged"]), str(r["failed"])]
+        + [_pm(r[f"{m}_mean"], r[f"{m}_std"], 2) for m in ("train_acc", "test_acc")]
+        + [_pm(r[f"{m}_mean"], r[f"{m}_std"], 3) for m in ("train_loss", "test_loss", "gap")]
+        for r in rows
+    ]
+    return _md_table(header, body)
+
+
+def _md_paired(rows: list[dict[str, Any]]) -> list[str]:
+    header = ["precision", "metric", "pairs", "mean diff", "95% CI", "Wilcoxon p"]
+    body = [
+        [
+            r["precision"],
+            r["metric"] + (" (pp)" if r["metric"] == "test_acc" else ""),
+            str(r["n_pairs"]),
+            _num(r["mean_diff"], 4),
+            f"[{_num(r['ci_low'], 4)}, {_num(r['ci_high'], 4)}]",
+            _p(r["p_value"]),
+        ]
+        for r in rows
+    ]
+    return _md_table(header, body)
+
+
+def _md_table2(rows: list[dict[str, Any]]) -> list[str]:
+    precisions = list(dict.fromkeys(r["precision"] for r in rows))
+    cells: dict[tuple, dict[str, str]] = {}
+    for r in rows:
+        arch = ("all",) if r["depth"] is None else (r["depth"], r["width"])
+        cells.setdefault(arch, {})[r["precision"]] = _pm(r["l2_norm_mean"], r["l2_norm_std"], 2)
+    body = [
+        ["all" if arch == ("all",) else f"depth {arch[0]} x width {arch[1]}"]
+        + [values.get(p, "-") for p in precisions]
+        for arch, values in cells.items()
+    ]
+    return _md_table(["models", *precisions], body)
+
+
+def _md_generic(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["(no rows)"]
+    header = list(rows[0])
+    body = [[_num(v, 4) if isinstance(v, float) else str(v) for v in r.values()] for r in rows]
+    return _md_table(header, body)
+
+
+def _by_sweep(rows: list[dict[str, Any]], sweep: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["sweep"] == sweep]
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """Human-readable report: per sweep, its progress line, Table 1, paired stats, Table 2."""
+    lines: list[str] = []
+    for progress in report["progress"]:
+        sweep = progress["sweep"]
+        datasets = sorted({r["dataset"] for r in _by_sweep(report["table1"], sweep)})
+        lines += [
+            f"# {sweep} ({', '.join(datasets) or 'no trials yet'})",
+            "",
+            progress_line(progress),
+        ]
+        lines += ["", "## Table 1: final metrics per precision (mean ± sd over done trials)", ""]
+        lines += _md_table1(_by_sweep(report["table1"], sweep))
+        lines += ["", "## Paired with the FP32 twin (Int-b minus FP32; bootstrap 95% CI)", ""]
+        paired = _by_sweep(report["paired"], sweep)
+        lines += _md_paired(paired) if paired else ["(no Int-b model with a done FP32 twin yet)"]
+        lines += ["", "## Table 2: weight L2 norm per precision (mean ± sd)", ""]
+        lines += _md_table2(_by_sweep(report["table2"], sweep))
+        lines.append("")
+    for key, title in (("table3", "Table 3: generalization measures"), ("kendall", "Kendall")):
+        if key in report:
+            lines += [f"## {title}", "", *_md_generic(report[key]), ""]
+    for path in report.get("plots", []):
+        lines.append(f"figure: {path}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    """Each section as a CSV block under a '# <section>' line, blocks separated by a blank line."""
+    out = io.StringIO()
+    for key in ("progress", "table1", "paired", "table2", "table3", "kendall"):
+        rows = report.get(key)
+        if rows is None:
+            continue
+        out.write(f"# {key}\n")
+        if rows:
+            writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        out.write("\n")
+    return out.getvalue()
+
+
+def to_json(report: dict[str, Any]) -> str:
+    """The report object as JSON (NaN as null)."""
+    return json.dumps(_clean(report), indent=2, default=str) + "\n"
+
+
+def render(report: dict[str, Any], fmt: str) -> str:
+    """The report in one of FORMATS."""
+    return {"markdown": to_markdown, "csv": to_csv, "json": to_json}[fmt](report)

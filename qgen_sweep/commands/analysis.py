@@ -1,0 +1,213 @@
+"""Analysis commands: query (read-only SQL over the results), report (Tables 1 and 2, figures).
+
+    qgen-sweep query smoke "SELECT bits, avg(gap) FROM trials GROUP BY bits"
+    qgen-sweep query --results-dir runs "SELECT sweep, bits, avg(gap) FROM trials GROUP BY ALL"
+    qgen-sweep query smoke --schema
+    qgen-sweep report smoke [--format markdown|csv|json] [--plots DIR]
+
+DuckDB, pyarrow, scipy and matplotlib are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from qgen_sweep.errors import StoreError, UsageError
+
+QUERY_FORMATS = ("table", "csv", "json", "markdown", "parquet")
+_RESULTS_HELP = (
+    "Results directory: one sweep's store, or a folder of sweep stores (every sweep, told apart "
+    "by the `sweep` column). Default: ./runs/SWEEP."
+)
+
+
+def default_results_dir(sweep: str) -> Path:
+    """./runs/<sweep>; else the results_dir the sweep's spec names, when it names one."""
+    default = Path("runs") / sweep
+    if default.exists():
+        return default
+    try:
+        from qgen_sweep.backends.launcher import default_results_dir as spec_default
+        from qgen_sweep.spec import load_spec
+
+        return Path(spec_default(load_spec(sweep, ())))
+    except Exception:  # noqa: BLE001 - any spec problem: fall back to the documented default
+        return default
+
+
+def resolve_results_dir(sweep: str | None, results_dir: Path | None) -> Path:
+    """The folder to analyse: --results-dir (narrowed to DIR/SWEEP when that is a store), or
+    ./runs/SWEEP."""
+    if results_dir is None:
+        if sweep is None:
+            raise UsageError("name a SWEEP or pass --results-dir DIR (e.g. --results-dir runs)")
+        return default_results_dir(sweep)
+    if sweep is not None and (results_dir / sweep).is_dir():
+        return results_dir / sweep
+    return results_dir
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def format_rows(names: list[str], rows: list[tuple], fmt: str) -> str:
+    """Rows as an aligned text table, CSV, JSON (list of objects) or a markdown table."""
+    if fmt == "json":
+        records = [{n: _json_value(v) for n, v in zip(names, row, strict=True)} for row in rows]
+        return json.dumps(records, indent=2, default=str) + "\n"
+    cells = [[_cell(v) for v in row] for row in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(cells)
+        return out.getvalue()
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+        return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in cells]) + "\n"
+    widths = [max([len(n)] + [len(c[i]) for c in cells]) for i, n in enumerate(names)]
+    lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(lines) + "\n"
+
+
+def _check_output(output: Path | None, fmt: str, results_dir: Path) -> None:
+    if fmt == "parquet" and output is None:
+        raise UsageError("--format parquet writes a file: add --output FILE.parquet")
+    if output is None:
+        return
+    inside = output.resolve().is_relative_to(results_dir.resolve())
+    if inside:
+        raise UsageError(
+            f"--output {output} is inside the results directory {results_dir}, which query "
+            "never modifies; write it elsewhere"
+        )
+
+
+def _split_args(args: tuple[str, ...], schema: bool) -> tuple[str | None, str | None]:
+    """[SWEEP] SQL -> (sweep, sql); with --schema: [SWEEP] -> (sweep, None)."""
+    wanted = 1 if schema else 2
+    if len(args) > wanted or (not schema and not args):
+        usage = "[SWEEP] --schema" if schema else '[SWEEP] "SQL"'
+        raise UsageError(f"query takes {usage}, but got {len(args)} argument(s): {list(args)}")
+    if schema:
+        return (args[0] if args else None), None
+    return (args[0], args[1]) if len(args) == 2 else (None, args[0])
+
+
+def _write(text_or_table: Any, fmt: str, output: Path | None) -> None:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(text_or_table, output)
+    elif output is not None:
+        output.write_text(text_or_table)
+    else:
+        click.echo(text_or_table, nl=False)
+
+
+@click.command("query")
+@click.argument("args", nargs=-1, metavar='[SWEEP] "SQL"')
+@click.option("--results-dir", type=click.Path(path_type=Path), default=None, help=_RESULTS_HELP)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(QUERY_FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format (parquet needs --output).",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write the result to FILE instead of standard output.",
+)
+@click.option("--schema", is_flag=True, help="List the views and their columns, then exit.")
+def query_command(
+    args: tuple[str, ...], results_dir: Path | None, fmt: str, output: Path | None, schema: bool
+) -> None:
+    """Run one read-only SQL statement over the views trials, epochs, failures, plan (and
+    measures). Nothing in the results directory can be changed through it."""
+    from qgen_sweep.analysis.db import connect, kinds_for_query, run_query, schema_rows
+
+    sweep, sql = _split_args(args, schema)
+    folder = resolve_results_dir(sweep, results_dir)
+    _check_output(output, fmt, folder)
+    if schema:
+        rows = schema_rows(connect(folder, kinds=("measures",)))
+        _write(format_rows(["view", "column", "type"], rows, fmt), fmt, output)
+        return
+    con = connect(folder, kinds_for_query(sql))
+    table = run_query(con, sql)
+    if fmt == "parquet":
+        _write(table, fmt, output)
+    else:
+        names = table.column_names
+        rows = list(zip(*(table.column(n).to_pylist() for n in names), strict=True))
+        _write(format_rows(names, rows, fmt), fmt, output)
+    if table.num_rows == 0 and con.execute("SELECT count(*) FROM raw_trials").fetchall()[0][0] == 0:
+        click.echo(f"note: no finished trials in {folder} yet (the views are empty)", err=True)
+
+
+@click.command("report")
+@click.argument("sweep", required=False)
+@click.option("--results-dir", type=click.Path(path_type=Path), default=None, help=_RESULTS_HELP)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("markdown", "csv", "json")),
+    default="markdown",
+    show_default=True,
+    help="markdown for people, json for scripts.",
+)
+@click.option(
+    "--plots",
+    "plots_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Also write the figures (PNG) into this folder.",
+)
+def report_command(
+    sweep: str | None, results_dir: Path | None, fmt: str, plots_dir: Path | None
+) -> None:
+    """Per-precision generalization report: Table 1, paired statistics against each model's
+    FP32 twin (bootstrap 95% CI, Wilcoxon p), Table 2 (weight L2 norm), optional figures."""
+    from qgen_sweep.analysis.report import build_report, progress_line, render
+
+    folder = resolve_results_dir(sweep, results_dir)
+    report = build_report(folder, plots_dir)
+    if not report["progress"]:
+        raise StoreError(
+            f"no trials in {folder}: nothing planned, finished or failed yet "
+            "(run `qgen-sweep launch SWEEP` first)"
+        )
+    click.echo(render(report, fmt), nl=False)
+    if fmt != "markdown":
+        for row in report["progress"]:
+            click.echo(progress_line(row), err=True)
+
+
+COMMANDS = (query_command, report_command)
