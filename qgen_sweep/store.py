@@ -3,7 +3,7 @@
 Layout (architecture.md):
 
     <root>/sweep.toml                      resolved spec as launched (provenance)
-    <root>/plan.parquet                    every planned trial: trial_id + config columns (PLAN_SCHEMA)
+    <root>/plan.parquet                    every planned trial: id + config columns (PLAN_SCHEMA)
     <root>/trials/bits=B/<id>.parquet      one final row per finished trial (TRIAL_SCHEMA)
     <root>/epochs/bits=B/<id>.parquet      one row per epoch (EPOCH_SCHEMA), rewritten each epoch
     <root>/measures/bits=B/<id>.parquet    generalization measures of a finished trial
@@ -21,9 +21,13 @@ Hive partition inference (DuckDB: hive_partitioning = false).
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +150,7 @@ def write_table_atomic(path: Path, table: pa.Table) -> None:
 
 
 def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """Build a table with exactly `schema`'s columns; missing keys become nulls, extras are an error."""
+    """Build a table with exactly `schema`'s columns; missing keys become nulls, extras fail."""
     rows = list(rows)
     names = set(schema.names)
     for row in rows:
@@ -237,3 +241,174 @@ class ResultsStore:
         if not tables:
             return None
         return pa.concat_tables(tables, promote_options="default")
+
+
+# ---- the sweep lock: one launch / resume per results directory ----------------------------------
+class SweepLock:
+    """An exclusive lock on a results directory, held by `launch` / `resume` while they run.
+
+    It is an flock (filelock.UnixFileLock) on `<root>/.lock`: the kernel drops it when the holding
+    process exits for any reason, SIGKILL included, so a killed launch never blocks the next one.
+    `<root>/.lock.json` names the holder for the refusal message (it may be stale; the flock is the
+    truth). flock is not reliable on some network file systems; run one driver per directory there.
+    """
+
+    def __init__(self, root: Path, command: str) -> None:
+        from filelock import FileLock
+
+        self.root = Path(root)
+        self.command = command
+        self._lock = FileLock(str(self.root / ".lock"), timeout=0)
+
+    @property
+    def info_path(self) -> Path:
+        return self.root / ".lock.json"
+
+    def __enter__(self) -> SweepLock:
+        from filelock import Timeout
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise StoreError(self._refusal()) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        self.info_path.write_text(json.dumps(info))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.info_path.unlink(missing_ok=True)
+        self._lock.release()
+
+    def _refusal(self) -> str:
+        try:
+            info = json.loads(self.info_path.read_text())
+            holder = (f"{info['command']} (pid {info['pid']} on {info['host']}, "
+                      f"since {info['since']})")
+        except (OSError, ValueError, KeyError):
+            holder = "another qgen-sweep process"
+        return (f"results directory {self.root} is locked by {holder}; wait for it to finish, "
+                f"watch it with `qgen-sweep status`, or use another --results-dir")
+
+
+def lock_holder(root: Path) -> dict[str, Any] | None:
+    """Who holds the sweep lock of `root` right now (None when nobody does)."""
+    from filelock import FileLock, Timeout
+
+    lock_path = Path(root) / ".lock"
+    if not lock_path.exists():
+        return None
+    probe = FileLock(str(lock_path), timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        try:
+            return json.loads((Path(root) / ".lock.json").read_text())
+        except (OSError, ValueError):
+            return {"command": "unknown"}
+    probe.release()
+    return None
+
+
+# ---- attempts ledger (per trial, next to its checkpoints) ---------------------------------------
+def read_attempts(store: ResultsStore, trial_id: str) -> list[dict[str, Any]]:
+    """The attempts log of a trial: one dict per start (attempt, host, started, epochs trained)."""
+    path = store.checkpoint_dir(trial_id) / "attempts.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def write_attempts(store: ResultsStore, trial_id: str, attempts: list[dict[str, Any]]) -> None:
+    """Atomically rewrite a trial's attempts log."""
+    path = store.checkpoint_dir(trial_id) / "attempts.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".attempts.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(attempts))
+    os.replace(tmp, path)
+
+
+# ---- status --------------------------------------------------------------------------------------
+STATUS_COLUMNS = ("planned", "done", "diverged", "failed", "running", "interrupted", "pending")
+
+
+@dataclass
+class SweepStatus:
+    """What the ledger says about a sweep, per precision, plus its latest failures."""
+
+    by_bits: dict[int, dict[str, int]]
+    failures: list[dict[str, Any]]  # latest first: trial_id, bits, attempt, error_type, message
+    corrupt: list[Path]
+    locked_by: dict[str, Any] | None
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {c: sum(row[c] for row in self.by_bits.values()) for c in STATUS_COLUMNS}
+
+    @property
+    def missing(self) -> int:
+        """Planned trials without a readable final row."""
+        t = self.totals
+        return t["planned"] - t["done"] - t["diverged"]
+
+
+def _plan_bits(store: ResultsStore) -> dict[str, int]:
+    if not store.plan_path.is_file():
+        raise StoreError(f"{store.root} has no plan.parquet; run `qgen-sweep launch` first "
+                         f"(or pass the --results-dir it used)")
+    try:
+        plan = pq.read_table(store.plan_path, columns=["trial_id", "bits"]).to_pydict()
+    except (OSError, pa.ArrowException) as error:
+        raise StoreError(f"{store.plan_path} does not read back ({error}); relaunch to rewrite "
+                         f"it") from None
+    return dict(zip(plan["trial_id"], plan["bits"], strict=True))
+
+
+def _final_status(store: ResultsStore) -> dict[str, str]:
+    table = store.read("trials")
+    if table is None:
+        return {}
+    data = table.select(["trial_id", "status"]).to_pydict()
+    return dict(zip(data["trial_id"], data["status"], strict=True))
+
+
+def _failure_rows(store: ResultsStore) -> list[dict[str, Any]]:
+    table = store.read("failures")
+    rows = [] if table is None else table.to_pylist()
+    return sorted(rows, key=lambda r: r["time"] or dt.datetime.min, reverse=True)
+
+
+def sweep_status(store: ResultsStore) -> SweepStatus:
+    """Count planned / done / diverged / failed / running / interrupted / pending by bits.
+
+    Safe while a launch runs: it only reads files that are written atomically. `failed` = the
+    trial has a failure record and no final row and no launch is running; while one runs, a
+    started trial without a final row counts as `running` (it may be retrying). `interrupted` =
+    started (has an attempts log) but no final row and no failure, with nobody running it.
+    """
+    planned = _plan_bits(store)
+    final = _final_status(store)
+    failures = _failure_rows(store)
+    failed_ids = {r["trial_id"] for r in failures}
+    holder = lock_holder(store.root)
+    by_bits: dict[int, dict[str, int]] = {}
+    for trial_id, bits in planned.items():
+        row = by_bits.setdefault(int(bits), dict.fromkeys(STATUS_COLUMNS, 0))
+        row["planned"] += 1
+        row[_trial_state(store, trial_id, final, failed_ids, holder is not None)] += 1
+    latest = [r for r in failures if r["trial_id"] in planned and r["trial_id"] not in final]
+    return SweepStatus(dict(sorted(by_bits.items())), latest, store.corrupt_files(), holder)
+
+
+def _trial_state(store: ResultsStore, trial_id: str, final: dict[str, str], failed: set[str],
+                 running: bool) -> str:
+    if trial_id in final:
+        return "diverged" if final[trial_id] == "diverged" else "done"
+    started = (store.checkpoint_dir(trial_id) / "attempts.json").exists()
+    if running and started:
+        return "running"
+    if trial_id in failed:
+        return "failed"
+    return "interrupted" if started else "pending"

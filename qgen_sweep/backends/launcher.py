@@ -1,0 +1,164 @@
+"""launch / resume: plan, check, lock the results directory, run what has no final row, summarise.
+
+The store is the ledger: `launch` and `resume` both compute the pending trials as the planned ids
+without a readable final row, so a finished trial is never rerun and a launch on a partly finished
+sweep simply continues. `resume` reads the resolved spec saved in the results directory, so it
+needs none of the original `--set` overrides.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from qgen_sweep.backends import DEFAULT_TRIAL_FN, RunContext, RunSettings
+from qgen_sweep.backends.faults import ENV_VAR as FAULT_ENV
+from qgen_sweep.backends.progress import Progress
+from qgen_sweep.backends.runner import provenance, task_of
+from qgen_sweep.errors import QGenError, UsageError
+from qgen_sweep.plan import PlannedTrial, plan
+from qgen_sweep.spec import SweepSpec, spec_from_text
+from qgen_sweep.store import PLAN_SCHEMA, ResultsStore, SweepLock, rows_to_table, write_table_atomic
+
+BACKENDS = ("ray", "local")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """Command-line choices of one launch / resume."""
+
+    results_dir: Path
+    address: str | None = None
+    max_concurrent: int | None = None  # None = the spec's value
+    backend: str = "ray"
+    trial_fn: str = DEFAULT_TRIAL_FN
+    progress_interval: float = 10.0  # seconds between plain progress lines in a batch log
+
+
+def default_results_dir(spec: SweepSpec) -> Path:
+    """`results_dir` of the spec, else ./runs/<sweep>."""
+    return Path(spec.results_dir) if spec.results_dir else Path("runs") / spec.name
+
+
+def saved_spec(results_dir: Path) -> SweepSpec:
+    """The resolved spec a results directory was launched with."""
+    path = Path(results_dir) / "sweep.toml"
+    if not path.is_file():
+        raise UsageError(f"{results_dir} holds no launched sweep (no sweep.toml); run "
+                         f"`qgen-sweep launch SWEEP --results-dir {results_dir}` first")
+    name = path.parent.name
+    return spec_from_text(path.read_text(), name=_saved_name(path) or name, source=str(path))
+
+
+def _saved_name(path: Path) -> str | None:
+    for line in path.read_text().splitlines():
+        if line.startswith("# sweep: "):
+            return line.removeprefix("# sweep: ").strip()
+    return None
+
+
+def _check_same_sweep(store: ResultsStore, spec: SweepSpec) -> None:
+    if not store.spec_path.is_file():
+        return
+    old = spec_from_text(store.spec_path.read_text(), name=spec.name, source=str(store.spec_path))
+    if old.spec_hash != spec.spec_hash:
+        raise UsageError(
+            f"{store.root} holds a different sweep (spec hash {old.spec_hash}, this one "
+            f"{spec.spec_hash}); use another --results-dir, or `qgen-sweep resume` to continue "
+            f"the saved one")
+
+
+def write_plan(store: ResultsStore, spec: SweepSpec, trials: list[PlannedTrial]) -> None:
+    """Save the resolved spec and plan.parquet (atomically)."""
+    store.root.mkdir(parents=True, exist_ok=True)
+    tmp = store.spec_path.with_name(".sweep.toml.tmp")
+    tmp.write_text(f"# sweep: {spec.name}\n# spec hash: {spec.spec_hash}\n{spec.to_toml()}")
+    os.replace(tmp, store.spec_path)
+    table = rows_to_table([t.plan_row(spec.name) for t in trials], PLAN_SCHEMA)
+    write_table_atomic(store.plan_path, table)
+
+
+def quarantine_corrupt(store: ResultsStore) -> list[Path]:
+    """Move files that do not read back to <root>/corrupt/ (their trials then rerun)."""
+    moved = []
+    for path in store.corrupt_files():
+        target = store.root / "corrupt" / path.relative_to(store.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target)
+        moved.append(path)
+    return moved
+
+
+def settings_for(spec: SweepSpec, options: LaunchOptions) -> RunSettings:
+    """Scheduling from the spec's resources and the command line."""
+    res = spec.resources
+    concurrent = res.max_concurrent if options.max_concurrent is None else options.max_concurrent
+    if concurrent < 0:
+        raise UsageError(f"--max-concurrent must be >= 0 (0 = no limit), but got {concurrent}")
+    return RunSettings(cpu=res.cpu, gpu=res.gpu, max_concurrent=concurrent,
+                       max_failures=res.max_failures, address=options.address)
+
+
+def run_sweep(spec: SweepSpec, options: LaunchOptions, command: str,
+              stream: TextIO | None = None) -> ResultsStore:
+    """Plan, lock, run every trial without a final row. Returns the store (summarise after)."""
+    if options.backend not in BACKENDS:
+        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
+    trials = plan(spec)  # validates every trial before anything runs
+    settings = settings_for(spec, options)
+    store = ResultsStore(options.results_dir)
+    with SweepLock(store.root, command):
+        _check_same_sweep(store, spec)
+        write_plan(store, spec, trials)
+        progress = Progress(len(trials), 0, 0, stream=stream, interval=options.progress_interval)
+        for path in quarantine_corrupt(store):
+            progress.note(f"warning: {path} did not read back; moved to corrupt/, its trial reruns")
+        done = store.finished_ids()
+        pending = [t for t in trials if t.trial_id not in done]
+        progress.already_done, progress.to_run = len(trials) - len(pending), len(pending)
+        if pending:
+            _execute(spec, options, settings, store, pending, progress)
+        else:
+            progress.note(f"all {len(trials)} trials of {spec.name} already have results")
+    return store
+
+
+def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
+             store: ResultsStore, pending: list[PlannedTrial], progress: Progress) -> None:
+    ctx = RunContext(
+        store_root=str(store.root.resolve()), sweep=spec.name,
+        runtime=_runtime_dict(spec), provenance=provenance(), trial_fn=options.trial_fn,
+        fault_file=os.environ.get(FAULT_ENV) or None,
+    )
+    tasks = [task_of(t.trial_id, t.config, t.lr_index) for t in pending]
+    with progress:
+        if options.backend == "local":
+            from qgen_sweep.backends.local import run_local
+
+            run_local(tasks, ctx, settings, progress)
+        else:
+            from qgen_sweep.backends.ray import run_ray
+
+            run_ray(tasks, ctx, settings, progress)
+
+
+def _runtime_dict(spec: SweepSpec) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(spec.runtime)
+
+
+def check_complete(store: ResultsStore) -> None:
+    """Raise (exit 1) with the count when some planned trials have no result."""
+    from qgen_sweep.store import sweep_status
+
+    status = sweep_status(store)
+    if status.missing:
+        total = status.totals["planned"]
+        raise QGenError(f"{status.missing} of {total} trials have no result (failed or not run); "
+                        f"see `qgen-sweep status`, fix the cause, then `qgen-sweep resume`")
+
+

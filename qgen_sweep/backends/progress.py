@@ -1,0 +1,108 @@
+"""Live progress of a launch: done / running / failed / diverged / ETA.
+
+On a terminal it is a rich status line that updates in place; in a batch log (stdout not a TTY)
+it is plain lines, one at most every `interval` seconds plus one per finally-failed trial, so a
+972-trial log stays readable. The counts include trials finished by earlier launches.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Progress:
+    """Counts trial events and renders them; backends call the `on_*` methods."""
+
+    def __init__(self, planned: int, already_done: int, to_run: int, stream: TextIO | None = None,
+                 interval: float = 10.0, live: bool | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.planned, self.already_done, self.to_run = planned, already_done, to_run
+        self.interval = interval
+        self.live = self.stream.isatty() if live is None else live
+        self.running: set[str] = set()
+        self.done = self.diverged = self.failed = self.retries = 0
+        self.start = time.monotonic()
+        self._last_line = 0.0
+        self._rich = None
+
+    # ---- events --------------------------------------------------------------------------------
+    def on_start(self, trial_id: str) -> None:
+        self.running.add(trial_id)
+        self._render()
+
+    def on_complete(self, trial_id: str, status: str) -> None:
+        self.running.discard(trial_id)
+        if status == "diverged":
+            self.diverged += 1
+        else:
+            self.done += 1
+        self._render()
+
+    def on_retry(self, trial_id: str, reason: str) -> None:
+        self.running.discard(trial_id)
+        self.retries += 1
+        self._render()
+
+    def on_fail(self, trial_id: str, reason: str) -> None:
+        self.running.discard(trial_id)
+        self.failed += 1
+        self.note(f"trial {trial_id} failed: {reason}")
+        self._render(force=True)
+
+    def note(self, text: str) -> None:
+        """A one-off line (warnings, failures) that stays in the log."""
+        if self._rich is not None:
+            self._rich.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    # ---- rendering -----------------------------------------------------------------------------
+    def line(self) -> str:
+        """The status line: counts over the whole sweep, ETA from this run's throughput."""
+        finished = self.done + self.diverged + self.failed
+        elapsed = time.monotonic() - self.start
+        left = self.to_run - finished
+        eta = _clock(elapsed / finished * left) if finished else "--"
+        total_done = self.already_done + self.done
+        return (f"[{_clock(elapsed)}] {total_done + self.diverged}/{self.planned} finished "
+                f"({self.done} done, {self.diverged} diverged this run), "
+                f"{len(self.running)} running, {self.failed} failed, {self.retries} retried, "
+                f"ETA {eta}")
+
+    def __enter__(self) -> Progress:
+        if self.live:
+            from rich.console import Console
+            from rich.live import Live
+
+            self._rich = Live(self.line(), console=Console(file=self.stream),
+                              refresh_per_second=4, transient=False)
+            self._rich.__enter__()
+        else:
+            print(self.line(), file=self.stream, flush=True)
+            self._last_line = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._rich is not None:
+            self._rich.update(self.line())
+            self._rich.__exit__(*exc)
+            self._rich = None
+        else:
+            print(self.line(), file=self.stream, flush=True)
+
+    def _render(self, force: bool = False) -> None:
+        if self._rich is not None:
+            self._rich.update(self.line())
+            return
+        now = time.monotonic()
+        if force or now - self._last_line >= self.interval:
+            print(self.line(), file=self.stream, flush=True)
+            self._last_line = now

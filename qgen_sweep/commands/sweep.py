@@ -1,0 +1,217 @@
+"""Sweep commands: list, validate, launch, status, resume.
+
+    qgen-sweep list
+    qgen-sweep validate cifar10-grid --set train.epochs=3
+    qgen-sweep launch smoke [--results-dir DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
+    qgen-sweep status smoke [--json]
+    qgen-sweep resume smoke
+
+Heavy libraries (ray, torch, pyarrow) are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from qgen_sweep.errors import QGenError
+
+_SET_HELP = "Override a spec value, e.g. --set train.epochs=3 (repeatable; same validation)."
+
+
+def _load(sweep: str, overrides: tuple[str, ...]):
+    from qgen_sweep.spec import load_spec
+
+    return load_spec(sweep, overrides)
+
+
+def _results_dir(spec, results_dir: Path | None) -> Path:
+    from qgen_sweep.backends.launcher import default_results_dir
+
+    return results_dir if results_dir is not None else default_results_dir(spec)
+
+
+@click.command("list")
+def list_command() -> None:
+    """Available sweeps with their trial counts and descriptions."""
+    from qgen_sweep.plan import plan
+    from qgen_sweep.spec import available_sweeps, load_spec
+
+    rows = []
+    for path in available_sweeps():
+        try:
+            spec = load_spec(str(path))
+            rows.append((path.stem, str(len(plan(spec))), spec.description))
+        except QGenError as error:
+            rows.append((path.stem, "invalid", str(error).splitlines()[0]))
+    width = max(len(r[0]) for r in rows) if rows else 0
+    for name, count, description in rows:
+        click.echo(f"{name:<{width}}  {count:>7} trials  {description}")
+
+
+@click.command("validate")
+@click.argument("sweep")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+def validate_command(sweep: str, overrides: tuple[str, ...]) -> None:
+    """Plan SWEEP and print the trial count per axis; any problem exits 2."""
+    from qgen_sweep.plan import axis_counts, count_by, plan
+
+    spec = _load(sweep, overrides)
+    trials = plan(spec)
+    click.echo(f"{spec.name} ({spec.source}): {len(trials)} trials, search = {spec.search}")
+    for name, described in axis_counts(spec):
+        click.echo(f"  {name:<14} {described}")
+    per_bits = ", ".join(f"{b}: {n}" for b, n in count_by(trials, "bits").items())
+    click.echo(f"  trials per precision (bits): {per_bits}")
+    res = spec.resources
+    click.echo(f"  resources per trial: cpu {res.cpu:g}, gpu {res.gpu:g}; max concurrent "
+               f"{res.max_concurrent or 'unlimited'}; max failures {res.max_failures}")
+    click.echo(f"  spec hash {spec.spec_hash}; results in {_results_dir(spec, None)}")
+
+
+_RUN_OPTIONS = [
+    click.option("--results-dir", type=click.Path(path_type=Path), default=None,
+                 help="Results directory (default: the spec's results_dir, else ./runs/SWEEP)."),
+    click.option("--address", default=None,
+                 help="Ray cluster address to join (default: start a local cluster)."),
+    click.option("--max-concurrent", type=int, default=None,
+                 help="Most trials at once (default: the spec's; 0 = as resources allow)."),
+    click.option("--backend", type=click.Choice(["ray", "local"]), default="ray",
+                 show_default=True, help="ray = Ray Tune; local = in this process, one by one."),
+]
+
+
+def _run_options(function):
+    for option in reversed(_RUN_OPTIONS):
+        function = option(function)
+    return function
+
+
+@click.command("launch")
+@click.argument("sweep")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@_run_options
+@click.option("--dry-run", is_flag=True, help="Plan and print what would run; write nothing.")
+def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | None,
+                   address: str | None, max_concurrent: int | None, backend: str,
+                   dry_run: bool) -> None:
+    """Run every trial of SWEEP that has no final result yet (on Ray by default)."""
+    spec = _load(sweep, overrides)
+    results_dir = _results_dir(spec, results_dir)
+    if dry_run:
+        _dry_run(spec, results_dir)
+        return
+    _run(spec, results_dir, address, max_concurrent, backend, f"launch {spec.name}")
+
+
+@click.command("resume")
+@click.argument("sweep")
+@_run_options
+def resume_command(sweep: str, results_dir: Path | None, address: str | None,
+                   max_concurrent: int | None, backend: str) -> None:
+    """Retry failed trials and continue interrupted ones from their checkpoints."""
+    from qgen_sweep.backends.launcher import saved_spec
+
+    results_dir = results_dir if results_dir is not None else _default_dir(sweep)
+    spec = saved_spec(results_dir)
+    _run(spec, results_dir, address, max_concurrent, backend, f"resume {spec.name}")
+
+
+def _default_dir(sweep: str) -> Path:
+    """./runs/<name> for a sweep name; the spec's results_dir when it names one."""
+    try:
+        return _results_dir(_load(sweep, ()), None)
+    except QGenError:
+        return Path("runs") / Path(sweep).stem
+
+
+def _run(spec, results_dir: Path, address, max_concurrent, backend: str, command: str) -> None:
+    from qgen_sweep.backends.launcher import LaunchOptions, check_complete, run_sweep
+
+    options = LaunchOptions(results_dir=results_dir, address=address,
+                            max_concurrent=max_concurrent, backend=backend)
+    click.echo(f"{command}: results in {results_dir}")
+    store = run_sweep(spec, options, command)
+    _print_status(store, title=f"{spec.name}: summary")
+    check_complete(store)
+
+
+def _dry_run(spec, results_dir: Path) -> None:
+    from qgen_sweep.plan import count_by, plan
+    from qgen_sweep.store import ResultsStore
+
+    trials = plan(spec)
+    done = ResultsStore(results_dir).finished_ids() & {t.trial_id for t in trials}
+    per_bits = ", ".join(f"{b}: {n}" for b, n in count_by(trials, "bits").items())
+    click.echo(f"{spec.name}: {len(trials)} trials planned ({per_bits} by bits); "
+               f"{len(done)} already done, {len(trials) - len(done)} would run")
+    for trial in trials[:5]:
+        c = trial.config
+        click.echo(f"  {trial.trial_id}  {c.dataset} bits={c.bits} {c.optimizer} lr={c.lr:g} "
+                   f"wd={c.weight_decay:g} depth={c.depth} width={c.width} epochs={c.epochs}")
+    if len(trials) > 5:
+        click.echo(f"  ... {len(trials) - 5} more")
+    click.echo(f"dry run: nothing written (results would go to {results_dir})")
+
+
+@click.command("status")
+@click.argument("sweep")
+@click.option("--results-dir", type=click.Path(path_type=Path), default=None,
+              help="Results directory (default: the spec's results_dir, else ./runs/SWEEP).")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@click.option("--failures", default=5, show_default=True, help="How many latest failures to show.")
+def status_command(sweep: str, results_dir: Path | None, as_json: bool, failures: int) -> None:
+    """Planned / done / diverged / failed / pending by precision; safe while a launch runs."""
+    from qgen_sweep.store import ResultsStore, sweep_status
+
+    store = ResultsStore(results_dir if results_dir is not None else _default_dir(sweep))
+    if as_json:
+        status = sweep_status(store)
+        data = {"by_bits": status.by_bits, "totals": status.totals, "missing": status.missing,
+                "corrupt": [str(p) for p in status.corrupt], "running": status.locked_by,
+                "failures": [_failure_dict(r) for r in status.failures[:failures]]}
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    _print_status(store, title=f"{Path(sweep).stem}: status of {store.root}", failures=failures)
+
+
+def _failure_dict(row: dict) -> dict:
+    keep = ("trial_id", "bits", "attempt", "error_type", "message", "host", "time")
+    return {k: row[k] for k in keep}
+
+
+def _print_status(store, title: str, failures: int = 5) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from qgen_sweep.store import STATUS_COLUMNS, sweep_status
+
+    status = sweep_status(store)
+    console = Console(highlight=False, width=max(100, Console().width))
+    table = Table(title=title, title_justify="left")
+    table.add_column("bits", justify="right")
+    for column in STATUS_COLUMNS:
+        table.add_column(column, justify="right")
+    for bits, row in status.by_bits.items():
+        table.add_row(str(bits), *(str(row[c]) for c in STATUS_COLUMNS))
+    table.add_row("all", *(str(status.totals[c]) for c in STATUS_COLUMNS), style="bold")
+    console.print(table)
+    if status.locked_by:
+        console.print(f"running now: {status.locked_by.get('command')} "
+                      f"(pid {status.locked_by.get('pid')}, since {status.locked_by.get('since')})")
+    for path in status.corrupt:
+        console.print(f"corrupt: {path} does not read back; `qgen-sweep resume` reruns its trial",
+                      markup=False)
+    if status.failures:
+        console.print(f"latest failures ({len(status.failures)} failed attempts of unfinished "
+                      f"trials):")
+    for row in status.failures[:failures]:
+        console.print(f"  {row['trial_id']} bits={row['bits']} attempt {row['attempt']}: "
+                      f"{row['error_type']}: {row['message']}", markup=False)
+    sys.stdout.flush()
+
+
+COMMANDS = (list_command, validate_command, launch_command, status_command, resume_command)

@@ -1,0 +1,116 @@
+"""Plan: a validated spec -> the ordered list of trials, each with its content-addressed id.
+
+The learning rate is conditional on the optimizer: with a `[grid.lr]` table each optimizer gets its
+own list, and `lr_index` is the level of the rate within that list (0, 1, 2), which is what the
+analysis groups on (science.md, granulated Kendall). The order is deterministic (AXIS_ORDER, values
+in the order written), so the same spec always gives the same trials, ids and positions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from qgen_sweep.errors import SpecError, UsageError
+from qgen_sweep.spec import AXIS_ORDER, SweepSpec
+from qgen_sweep.trial.config import TrialConfig
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One trial of a sweep: its config, its place in the plan and its lr level."""
+
+    position: int
+    config: TrialConfig
+    lr_index: int
+
+    @property
+    def trial_id(self) -> str:
+        return self.config.trial_id
+
+    def plan_row(self, sweep: str) -> dict[str, Any]:
+        """The row of plan.parquet (store.PLAN_SCHEMA)."""
+        c = self.config
+        return {
+            "trial_id": self.trial_id, "sweep": sweep, "position": self.position,
+            "dataset": c.dataset, "bits": c.bits, "optimizer": c.optimizer, "lr": c.lr,
+            "lr_index": self.lr_index, "weight_decay": c.weight_decay, "depth": c.depth,
+            "width": c.width, "base_width": c.base_width, "epochs": c.epochs,
+            "batch_size": c.batch_size, "seed": c.seed, "config_json": c.canonical_json(),
+        }
+
+
+def axis_names(spec: SweepSpec) -> list[str]:
+    """The swept fields of a spec, in plan order."""
+    return [n for n in AXIS_ORDER if n in spec.axes or (n == "lr" and spec.lr_table)]
+
+
+def _points(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], int]]:
+    """Yield (axis values, lr_index) for every grid point, depth-first in AXIS_ORDER."""
+    names = axis_names(spec)
+
+    def values_of(name: str, current: dict[str, Any]) -> tuple:
+        if name == "lr" and spec.lr_table:
+            optimizer = current.get("optimizer", spec.fixed.get("optimizer"))
+            return spec.lr_table[optimizer]
+        return spec.axes[name]
+
+    def walk(i: int, current: dict[str, Any], lr_index: int):
+        if i == len(names):
+            yield current, lr_index
+            return
+        name = names[i]
+        for level, value in enumerate(values_of(name, current)):
+            yield from walk(i + 1, {**current, name: value}, level if name == "lr" else lr_index)
+
+    yield from walk(0, {}, 0)
+
+
+def plan(spec: SweepSpec) -> list[PlannedTrial]:
+    """Expand a spec into its trials; every config is validated before anything runs."""
+    trials: list[PlannedTrial] = []
+    problems: list[str] = []
+    for position, (point, lr_index) in enumerate(_points(spec)):
+        values = {**spec.fixed, **point}
+        try:
+            config = TrialConfig.from_dict(values)
+        except UsageError as error:
+            line = f"{spec.source}: trial {position} ({_describe(point)}): {error}"
+            if line not in problems:
+                problems.append(line)
+            continue
+        trials.append(PlannedTrial(position=position, config=config, lr_index=lr_index))
+        if len(problems) >= 20:  # one bad fixed value repeats for every trial; stop early
+            break
+    if problems:
+        raise SpecError(problems)
+    return trials
+
+
+def _describe(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
+def axis_counts(spec: SweepSpec) -> list[tuple[str, str]]:
+    """(axis, description of its values) for `validate`, in plan order."""
+    out = []
+    for name in axis_names(spec):
+        if name == "lr" and spec.lr_table:
+            parts = [f"{o}: {', '.join(f'{v:g}' for v in vs)}" for o, vs in spec.lr_table.items()]
+            sizes = {len(v) for v in spec.lr_table.values()}
+            size = str(sizes.pop()) if len(sizes) == 1 else "/".join(
+                str(len(v)) for v in spec.lr_table.values())
+            out.append((name, f"{size} per optimizer ({'; '.join(parts)})"))
+        else:
+            values = spec.axes[name]
+            shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+            out.append((name, f"{len(values)} ({shown})"))
+    return out
+
+
+def count_by(trials: list[PlannedTrial], field: str) -> dict[Any, int]:
+    """Number of trials per value of a config field, sorted by value."""
+    counts = Counter(getattr(t.config, field) for t in trials)
+    return dict(sorted(counts.items()))
