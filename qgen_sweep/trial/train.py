@@ -37,7 +37,7 @@ from qgen_sweep.trial.data import (
     load_dataset,
     resolve_device,
 )
-from qgen_sweep.trial.lsq import LSQConv2d, clamp_step_sizes, lsq_layers, step_sizes
+from qgen_sweep.trial.lsq import MIN_STEP_SIZE, LSQConv2d, lsq_layers, step_sizes
 from qgen_sweep.trial.nin import NiN, build_model, conv_layers
 
 CHECKPOINT_VERSION = 1
@@ -200,6 +200,7 @@ class _TrainState:
             self.optimizer, milestones=list(config.milestones), gamma=config.gamma
         )
         self.forward = _compiled(model, runtime)
+        self.step_sizes = [layer.step_size for _, layer in lsq_layers(model)]
         self.epoch = 0
         self.history: list[EpochMetrics] = []
         self.best_state: dict[str, Tensor] | None = None
@@ -262,7 +263,9 @@ class _TrainState:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        clamp_step_sizes(self.model)
+        if self.step_sizes:  # keep LSQ step sizes positive (science.md)
+            with torch.no_grad():
+                torch._foreach_clamp_min_(self.step_sizes, MIN_STEP_SIZE)
         return loss.detach(), (logits.detach().argmax(dim=1) == y).sum()
 
     def _epoch_metrics(self, loss: float, acc: float, lr: float, seconds: float) -> EpochMetrics:
@@ -272,10 +275,9 @@ class _TrainState:
             test_loss, test_acc = evaluate(
                 self.model, self.data.test_x, self.data.test_y, self.runtime.eval_batch_size
             )
-        sizes = [layer.step_size.detach() for _, layer in lsq_layers(self.model)]
         summary = (math.nan, math.nan, math.nan)
-        if sizes:
-            stacked = torch.stack(sizes).float().cpu()
+        if self.step_sizes:
+            stacked = torch.stack([s.detach() for s in self.step_sizes]).float().cpu()
             summary = (float(stacked.min()), float(stacked.mean()), float(stacked.max()))
         return EpochMetrics(
             epoch=self.epoch, train_loss=loss, train_acc=acc, lr=lr, seconds=seconds,
