@@ -193,3 +193,16 @@ def test_evaluate_restores_training_mode() -> None:
     expected = torch.nn.functional.cross_entropy(model(x), y).item()
     assert loss == pytest.approx(expected, rel=1e-5)
     assert acc == pytest.approx((model(x).argmax(1) == y).float().mean().item())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_trial_with_bf16_and_channels_last(tmp_path: Path) -> None:
+    runtime = TrialRuntime(device="cuda", channels_last=True)
+    fp32 = run_trial(DIGITS, runtime)
+    assert fp32.device.startswith("cuda") and fp32.test_acc >= 0.90
+    int4 = run_trial(dataclasses.replace(DIGITS, bits=4, amp="bf16"), runtime, tmp_path)
+    assert int4.status == "done" and int4.test_acc > 0.8
+    model, _ = load_model(tmp_path, dataclasses.replace(DIGITS, bits=4, amp="bf16"))
+    assert all(layer.step_size.dtype == torch.float32
+               for layer in model.modules() if isinstance(layer, LSQConv2d))

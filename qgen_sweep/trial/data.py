@@ -120,9 +120,10 @@ def load_dataset(name: str, runtime: TrialRuntime = TrialRuntime()) -> Dataset:
     return Dataset(
         name=name,
         train_x=prepare(train_x),
-        train_y=torch.from_numpy(train_y).long().to(device),
+        # torch.tensor copies: the cached digits arrays are never shared with a trial
+        train_y=torch.tensor(train_y, dtype=torch.int64, device=device),
         test_x=prepare(test_x),
-        test_y=torch.from_numpy(test_y).long().to(device),
+        test_y=torch.tensor(test_y, dtype=torch.int64, device=device),
         num_classes=num_classes,
         in_channels=in_channels,
         image_size=image_size,
