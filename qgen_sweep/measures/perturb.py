@@ -1,11 +1,14 @@
 """Evaluate many perturbed copies of one network at once.
 
 The Monte Carlo samples of a bisection step (and the restarts of a sharpness step) are stacked
-along a leading "copy" axis and run through the network with torch.func.functional_call under
-vmap: convs with a batched weight become one wide or grouped convolution, so K copies cost one
-pass over the data instead of K passes of deep-copied modules (performance.md: per-op overhead,
-not arithmetic, limits these small networks). The data stay resident on the device; batches are
-slices, never per-sample Python.
+along a leading "copy" axis K and run through the network together, so K copies cost one pass
+over the data instead of K passes of deep-copied modules (performance.md: per-op overhead, not
+arithmetic, limits these small networks). For a plain conv network (conv, BN, ReLU, pooling,
+flatten: what fold.py produces) the copies live side by side in the channel axis, (B, K * C, H, W):
+the first conv is one conv with K * O output channels over the shared input, every later conv a
+grouped conv with K groups, and BN, ReLU and pooling act per channel anyway. Any other module runs
+under torch.func.functional_call + vmap, which is general but slower (some ops, e.g. adaptive
+pooling, have no batching rule). The data stay resident on the device; batches are slices.
 
 `NaiveEvaluator` is the reference implementation's way (one deep copy per sample, one pass each);
 it exists as the side-by-side baseline of benchmarks/bench_measures.py and as a test oracle.
@@ -14,7 +17,6 @@ it exists as the side-by-side baseline of benchmarks/bench_measures.py and as a 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +52,7 @@ class BatchedEvaluator:
         self.base: Params = {n: p.detach() for n, p in module.named_parameters()}
         self.buffers: Params = {n: b.detach() for n, b in module.named_buffers()}
         self.counter = PassCounter()
+        self.stacked = supports_stacking(module)
 
     @property
     def m(self) -> int:
@@ -57,6 +60,8 @@ class BatchedEvaluator:
 
     def logits(self, params: Params, xb: Tensor) -> Tensor:
         """(K, B, classes) logits of the K parameter sets in `params` on the batch `xb`."""
+        if self.stacked:
+            return stacked_forward(self.module, params, self.buffers, xb)
 
         def one(p: Params) -> Tensor:
             return functional_call(self.module, (p, self.buffers), (xb,))
@@ -129,4 +134,75 @@ class NaiveEvaluator:
         return torch.tensor(out, dtype=torch.float64)
 
 
-NoiseFn = Callable[[int], Params]
+_PER_CHANNEL = (nn.ReLU, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d, nn.Identity)
+
+
+def supports_stacking(module: nn.Module) -> bool:
+    """True for a Sequential that stacked_forward can run: ungrouped convs, eval-mode BNs,
+    per-channel parameter-free layers, and at most a final Flatten."""
+    if not isinstance(module, nn.Sequential):
+        return False
+    layers = list(module)
+    for index, layer in enumerate(layers):
+        if isinstance(layer, nn.Conv2d):
+            ok = layer.groups == 1 and layer.padding_mode == "zeros"
+        elif isinstance(layer, nn.BatchNorm2d):
+            ok = layer.track_running_stats and layer.running_mean is not None
+        elif isinstance(layer, nn.Flatten):
+            ok = index == len(layers) - 1 and layer.start_dim == 1 and layer.end_dim == -1
+        else:
+            ok = isinstance(layer, _PER_CHANNEL)
+        if not ok:
+            return False
+    return True
+
+
+def _stacked_conv(layer: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor | None,
+                  copies: int, shared_input: bool) -> Tensor:
+    """Conv of K weight sets: (K, O, C, kh, kw) -> one conv (shared input) or K groups."""
+    flat_weight = weight.reshape(copies * weight.shape[1], *weight.shape[2:])
+    flat_bias = None if bias is None else bias.reshape(-1)
+    groups = 1 if shared_input else copies
+    return F.conv2d(x, flat_weight, flat_bias, layer.stride, layer.padding, layer.dilation, groups)
+
+
+def _stacked_bn(layer: nn.BatchNorm2d, x: Tensor, params: Params, buffers: Params,
+                prefix: str, copies: int) -> Tensor:
+    """Eval-mode BN of K copies: running statistics repeated, affine parameters per copy."""
+    weight = params.get(f"{prefix}.weight")
+    bias = params.get(f"{prefix}.bias")
+    return F.batch_norm(
+        x,
+        buffers[f"{prefix}.running_mean"].repeat(copies),
+        buffers[f"{prefix}.running_var"].repeat(copies),
+        None if weight is None else weight.reshape(-1),
+        None if bias is None else bias.reshape(-1),
+        training=False,
+        eps=layer.eps,
+    )
+
+
+def stacked_forward(module: nn.Sequential, params: Params, buffers: Params, x: Tensor) -> Tensor:
+    """(K, B, out) outputs of K parameter sets of `module` (see supports_stacking) on x (B, ...).
+
+    The copies sit side by side in the channel axis: (B, K * C, H, W), copy-major.
+    """
+    copies = next(iter(params.values())).shape[0]
+    shared = True  # x is the same for every copy until the first conv
+    for index, layer in enumerate(module):
+        prefix = str(index)
+        if isinstance(layer, nn.Conv2d):
+            bias = params.get(f"{prefix}.bias")
+            x = _stacked_conv(layer, x, params[f"{prefix}.weight"], bias, copies, shared)
+            shared = False
+        elif isinstance(layer, nn.BatchNorm2d):
+            if shared:
+                x = x.repeat(1, copies, 1, 1)
+                shared = False
+            x = _stacked_bn(layer, x, params, buffers, prefix, copies)
+        else:
+            x = layer(x)
+    if shared:
+        x = x.repeat(1, copies, *([1] * (x.dim() - 2)))
+    batch = x.shape[0]
+    return x.reshape(batch, copies, -1).transpose(0, 1)  # (K, B, out)

@@ -1,0 +1,67 @@
+"""Which trials `qgen-sweep measure` has to measure (torch-free: DuckDB over the store).
+
+A trial is eligible when its final row has status 'done' (a diverged model has no minimum to
+measure) and it matches `--where`; it is pending when its measures file is missing, unreadable or
+lacks one of the requested families.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from qgen_sweep.errors import StoreError, UsageError
+from qgen_sweep.store import ResultsStore
+
+JOB_COLUMNS = ("trial_id", "bits", "sweep", "dataset", "config_json")
+
+
+def eligible_trials(store: ResultsStore, where: str | None = None) -> list[dict[str, Any]]:
+    """Finished ('done') trials of `store` matching the SQL condition `where`, by (bits, id)."""
+    import duckdb
+
+    table = store.read("trials")
+    if table is None:
+        raise StoreError(
+            f"no finished trials in {store.root} (run `qgen-sweep launch SWEEP "
+            f"--results-dir {store.root}` first)"
+        )
+    con = duckdb.connect()
+    con.register("trials", table)
+    condition = f"({where})" if where and where.strip() else "TRUE"
+    query = (f"SELECT {', '.join(JOB_COLUMNS)} FROM trials WHERE status = 'done' AND {condition} "
+             "ORDER BY bits, trial_id")
+    try:
+        cursor = con.execute(query)
+    except duckdb.Error as error:
+        first = str(error).splitlines()[0]
+        raise UsageError(
+            f"--where must be a SQL condition on the trials columns (e.g. \"bits = 2\"), but "
+            f"{where!r} failed: {first}"
+        ) from error
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def measured_families(store: ResultsStore, trial_id: str, bits: int) -> set[str]:
+    """Families present in a trial's measures file (empty when missing or unreadable)."""
+    path = store.path("measures", trial_id, bits)
+    if not path.is_file() or not store.readable(path):
+        return set()
+    column = pq.read_table(path, columns=["families"]).column("families").to_pylist()
+    return set(column[0].split(",")) if column and column[0] else set()
+
+
+def pending_trials(
+    store: ResultsStore, families: Sequence[str], where: str | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """(trials still to measure, number already measured with every requested family)."""
+    todo, done = [], 0
+    for trial in eligible_trials(store, where):
+        if set(families) <= measured_families(store, trial["trial_id"], trial["bits"]):
+            done += 1
+        else:
+            todo.append(trial)
+    return todo, done
