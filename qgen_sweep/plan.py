@@ -71,21 +71,20 @@ def _points(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], int]]:
 def plan(spec: SweepSpec) -> list[PlannedTrial]:
     """Expand a spec into its trials; every config is validated before anything runs."""
     trials: list[PlannedTrial] = []
-    problems: list[str] = []
+    problems: dict[str, str] = {}  # message -> line naming the first trial that has it
     for position, (point, lr_index) in enumerate(_points(spec)):
         values = {**spec.fixed, **point}
         try:
             config = TrialConfig.from_dict(values)
         except UsageError as error:
             line = f"{spec.source}: trial {position} ({_describe(point)}): {error}"
-            if line not in problems:
-                problems.append(line)
+            problems.setdefault(str(error), line)
             continue
         trials.append(PlannedTrial(position=position, config=config, lr_index=lr_index))
         if len(problems) >= 20:  # one bad fixed value repeats for every trial; stop early
             break
     if problems:
-        raise SpecError(problems)
+        raise SpecError(list(problems.values()))
     return trials
 
 

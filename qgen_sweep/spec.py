@@ -38,6 +38,8 @@ from typing import Any
 
 import tomllib
 
+from qgen_sweep.adaptive.settings import OPTUNA_FIELDS, OptunaSettings, parse_optuna
+from qgen_sweep.adaptive.settings import identity as optuna_identity
 from qgen_sweep.errors import SpecError, UsageError
 from qgen_sweep.resources import data_dir
 from qgen_sweep.trial.config import (
@@ -50,9 +52,10 @@ from qgen_sweep.trial.config import (
     TrialRuntime,
 )
 
-SEARCHES = ("grid",)  # issue 7 adds "optuna"; any other value is a spec error naming these
+SEARCHES = ("grid", "optuna")  # any other value is a spec error naming these
 
-TOP_KEYS = ("description", "search", "results_dir", "grid", "train", "runtime", "resources")
+TOP_KEYS = ("description", "search", "results_dir", "grid", "train", "runtime", "resources",
+            "optuna")
 
 # Expected TOML type of every TrialConfig field. Floats accept integers (weight_decay = 0).
 _INT, _FLOAT, _STR = "integer", "number", "string"
@@ -109,6 +112,7 @@ class SweepSpec:
     runtime: TrialRuntime
     resources: Resources
     results_dir: str | None = None
+    optuna: OptunaSettings | None = None  # search = "optuna" only (qgen_sweep.adaptive)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def resolved(self) -> dict[str, Any]:
@@ -119,6 +123,8 @@ class SweepSpec:
     def spec_hash(self) -> str:
         """sha256 of the canonical resolved spec without resources/runtime/results_dir (16 hex)."""
         ident = {k: v for k, v in self.raw.items() if k in ("search", "grid", "train")}
+        if self.optuna is not None:  # the study-defining settings (not the n_trials budget)
+            ident["optuna"] = optuna_identity(self.optuna)
         text = json.dumps(ident, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -210,6 +216,7 @@ def _allowed_children(path: list[str]) -> list[str] | None:
     tables = {
         "grid": list(AXIS_FIELDS), "train": list(CONFIG_FIELDS),
         "runtime": list(RUNTIME_FIELDS), "resources": list(RESOURCE_FIELDS),
+        "optuna": list(OPTUNA_FIELDS),
     }
     if len(path) == 1:
         return tables.get(head)
@@ -359,10 +366,12 @@ def _parse_fixed(problems: _Problems, train: Any) -> dict[str, Any]:
         if name not in CONFIG_FIELDS:
             problems.unknown("train.", name, list(CONFIG_FIELDS))
         elif name == "milestones":
-            if _type_ok(value, "list of integers"):
+            ok = _type_ok(value, "list of integers") and all(m >= 1 for m in value)
+            if ok and value == sorted(set(value)):
                 fixed[name] = tuple(value)
             else:
-                problems.add("train.milestones", f"must be a list of integers, but got {value!r}")
+                problems.add("train.milestones", f"must be strictly increasing epochs >= 1, "
+                                                 f"but got {value!r} (e.g. [100, 200])")
         elif _check_value(problems, f"train.{name}", name, value):
             fixed[name] = float(value) if name in _FLOAT_FIELDS else value
     return fixed
@@ -459,6 +468,7 @@ def parse_spec(raw: dict[str, Any], name: str, source: str) -> SweepSpec:
     fixed = _parse_fixed(problems, raw.get("train", {}))
     runtime = _parse_runtime(problems, raw.get("runtime", {}))
     resources = _parse_resources(problems, raw.get("resources", {}))
+    optuna = parse_optuna(raw.get("optuna"), search, problems.add, problems.unknown)
     if not problems.lines:
         _check_cross(problems, axes, lr_table, fixed)
     if problems.lines:
@@ -466,7 +476,7 @@ def parse_spec(raw: dict[str, Any], name: str, source: str) -> SweepSpec:
     return SweepSpec(
         name=name, source=source, description=description, search=search, axes=axes,
         lr_table=lr_table, fixed=fixed, runtime=runtime, resources=resources,
-        results_dir=results_dir, raw=raw,
+        results_dir=results_dir, optuna=optuna, raw=raw,
     )
 
 
