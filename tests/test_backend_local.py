@@ -7,11 +7,11 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from sweep_helpers import failure_rows, final_rows, launch, tiny_spec, trial_ids, write_faults
 
 from qgen_sweep.backends.launcher import check_complete
 from qgen_sweep.errors import QGenError, UsageError
 from qgen_sweep.store import read_attempts
-from sweep_helpers import failure_rows, final_rows, launch, tiny_spec, trial_ids, write_faults
 
 
 def test_local_launch_writes_rows_with_provenance_and_never_reruns(tmp_path):

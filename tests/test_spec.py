@@ -104,7 +104,8 @@ def test_unknown_sweep_name_suggests():
 
 # (name, spec text or override list, words the single error line must contain)
 MALFORMED = [
-    ("unknown-top-key", VALID + "\n[resorces]\ncpu = 1\n", ["resorces", "did you mean 'resources'"]),
+    ("unknown-top-key", VALID + "\n[resorces]\ncpu = 1\n",
+     ["resorces", "did you mean 'resources'"]),
     ("unknown-train-key", VALID.replace("epochs = 1", "epoch = 1"),
      ["train.epoch", "did you mean 'epochs'"]),
     ("unknown-axis", VALID.replace("width = [1]", "widht = [1]"),
@@ -156,7 +157,8 @@ def test_malformed_spec_gives_one_line_error(tmp_path: Path, name, text, needles
 
 def test_several_problems_give_one_line_each(tmp_path):
     path = tmp_path / "two.toml"
-    path.write_text(VALID.replace("epochs = 1", "epoch = 1").replace("bits = [2, 32]", "bits = [5]"))
+    text = VALID.replace("epochs = 1", "epoch = 1").replace("bits = [2, 32]", "bits = [5]")
+    path.write_text(text)
     proc = subprocess.run([*QGEN, "validate", str(path)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2

@@ -7,10 +7,11 @@ Set QGEN_FAULT_INJECTION to a JSON file:
 
 `epoch` k fires after epoch k's checkpoint is on disk (0 = at the start of every attempt, before
 training). A retry continues after the last checkpoint, so a fault at epoch k >= 1 fires in the
-attempt that trains epoch k only: use epoch 0 to make every attempt of a trial fail. `times`: how often the fault fires in total (an integer, or "always"). `action`:
-"raise" (InjectedFault, an ordinary exception: Ray retries it) or "kill" (SIGKILL of the process
-running the trial: the worker dies mid-training). The number of firings is kept on disk next to the
-JSON file (`<file>.fired/`), so retries in new processes see it. Never set this in real runs.
+attempt that trains epoch k only: use epoch 0 to make every attempt of a trial fail.
+`times`: how often the fault fires in total (an integer, or "always"). `action`: "raise"
+(InjectedFault, an ordinary exception: Ray retries it) or "kill" (SIGKILL of the process running
+the trial: the worker dies mid-training). The number of firings is kept on disk next to the JSON
+file (`<file>.fired/`), so retries in new processes see it. Never set this in real runs.
 """
 
 from __future__ import annotations
