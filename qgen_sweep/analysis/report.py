@@ -140,6 +140,8 @@ def _num(value: Any, digits: int) -> str:
 def _pm(mean: Any, std: Any, digits: int) -> str:
     if mean is None:
         return "-"
+    if std is None:  # a single model: no standard deviation
+        return _num(mean, digits)
     return f"{_num(mean, digits)} ± {_num(std, digits)}"
 
 
