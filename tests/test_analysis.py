@@ -19,7 +19,6 @@ import math
 import os
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from qgen_sweep.analysis import connect, find_stores, run_query, stats
@@ -319,16 +318,41 @@ def test_unwritable_cache_still_loads(known, monkeypatch, tmp_path):
     assert connect(known).execute("SELECT count(*) FROM trials").fetchall() == [(11,)]
 
 
-def test_measures_files_are_loaded_with_their_sweep(known):
-    cfg = config(0, 32)
-    path = known / "measures" / "bits=32" / f"{cfg.trial_id}.parquet"
-    table = pa.table(
-        {"trial_id": [cfg.trial_id], "bits": pa.array([32], pa.int32()), "sharpness_init": [1.5]}
-    )
-    write_table_atomic(path, table)
+def _write_measures(store_root: Path) -> None:
+    """A measures file per done trial (MEASURE_SCHEMA), pacbayes_init = l2_norm / 10."""
+    from qgen_sweep.measures.schema import MEASURE_SCHEMA
+
+    con = connect(store_root)
+    done = con.execute("SELECT trial_id, bits, l2_norm FROM trials WHERE status = 'done'")
+    for trial_id, bits, l2 in done.fetchall():
+        row = {
+            "trial_id": trial_id,
+            "sweep": "tiny",
+            "dataset": "digits",
+            "bits": bits,
+            "families": "pacbayes",
+            "pacbayes_init": l2 / 10,
+        }
+        path = store_root / "measures" / f"bits={bits}" / f"{trial_id}.parquet"
+        write_table_atomic(path, rows_to_table([row], MEASURE_SCHEMA))
+
+
+def test_measures_files_are_loaded_and_reported(known):
+    _write_measures(known)
     con = connect(known)
-    rows = con.execute("SELECT sweep, trial_id, bits, sharpness_init FROM raw_measures")
-    assert rows.fetchall() == [("tiny", cfg.trial_id, 32, 1.5)]
+    rows = con.execute("SELECT sweep, count(*) FROM raw_measures GROUP BY 1").fetchall()
+    assert rows == [("tiny", 10)]
+    assert con.execute("SELECT count(*) FROM measures").fetchall() == [(10,)]
+    report = build_report(known)
+    assert {"table1", "paired", "table2", "table3", "kendall"} <= set(report)
+    (row,) = [r for r in report["table3"] if r["measure"] == "pacbayes_init"]
+    assert row["FP32"] == pytest.approx(1.2)  # (10 + 12 + 14) / 3 / 10
+    assert row["Int2"] == pytest.approx(0.6)  # (5 + 7) / 2 / 10
+
+
+def test_report_without_measures_has_no_measures_sections(known):
+    report = build_report(known)
+    assert "table3" not in report and "kendall" not in report
 
 
 # -- statistics -------------------------------------------------------------------------------

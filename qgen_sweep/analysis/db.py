@@ -18,7 +18,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from qgen_sweep.analysis import cache
 from qgen_sweep.analysis._duck import execute
@@ -67,11 +66,14 @@ def _sweep_name(root: Path) -> str:
         if not path.is_file():
             continue
         try:
-            names = pq.read_table(path, columns=["sweep"]).column("sweep").drop_null()
-        except (OSError, KeyError, pa.ArrowException):
+            names = duckdb.execute(
+                "SELECT sweep FROM read_parquet($path) WHERE sweep IS NOT NULL LIMIT 1",
+                {"path": str(path)},
+            ).fetchall()
+        except duckdb.Error:
             continue
-        if len(names):
-            return str(names[0])
+        if names:
+            return str(names[0][0])
     return root.resolve().name
 
 
@@ -95,15 +97,28 @@ def find_stores(results_dir: Path | str) -> list[Store]:
     return stores
 
 
+_DUCK_TYPES = {
+    "string": "VARCHAR",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "double": "DOUBLE",
+    "list<item: string>": "VARCHAR[]",
+    "list<item: double>": "DOUBLE[]",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+}
+
+
 def _empty_raw(con: duckdb.DuckDBPyConnection, kind: str) -> bool:
     """raw_<kind> with the kind's schema and no rows; False when the kind has no fixed schema."""
     schema = KINDS[kind]
     if schema is None:
         return False
-    columns = [field for field in schema if field.name != "sweep"]
-    con.register("_empty", pa.schema([pa.field("sweep", pa.string()), *columns]).empty_table())
-    execute(con, f"CREATE TABLE raw_{kind} AS SELECT * FROM _empty")
-    con.unregister("_empty")
+    columns = ", ".join(
+        f'"{field.name}" {_DUCK_TYPES[str(field.type)]}'
+        for field in schema
+        if field.name != "sweep"
+    )
+    execute(con, f"CREATE TABLE raw_{kind} (sweep VARCHAR, {columns})")
     return True
 
 
@@ -190,12 +205,9 @@ def kinds_for_query(sql: str) -> set[str]:
     return kinds
 
 
-def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
-    """Run one read-only statement (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN).
-
-    Anything else (DELETE, COPY, CREATE, ATTACH, SET, several statements) is refused, and a
-    DuckDB error becomes a QGenError with DuckDB's message on one line (both exit 1, like any
-    bad query).
+def _read_only_statement(sql: str) -> str:
+    """The one read-only statement in `sql` (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE,
+    EXPLAIN); anything else (DELETE, COPY, CREATE, ATTACH, SET, several statements) is refused.
     """
     try:
         statements = duckdb.extract_statements(sql)
@@ -212,8 +224,28 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
             f"query is read-only: {kind} statements are not allowed, only SELECT "
             "(also WITH / DESCRIBE / SHOW / SUMMARIZE / EXPLAIN); export with --output FILE"
         )
+    return statements[0].query
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
+    """Run one read-only statement; return (column names, rows).
+
+    A refused statement or a DuckDB error becomes a QGenError with the message on one line
+    (exit 1, like any bad query).
+    """
+    statement = _read_only_statement(sql)
     try:
-        return con.sql(statements[0].query).to_arrow_table()
+        result = con.execute(statement)
+        return [d[0] for d in result.description], result.fetchall()
+    except duckdb.Error as error:
+        raise QGenError(_one_line(error)) from error
+
+
+def run_query_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
+    """run_query's result as an Arrow table (DuckDB's types kept: for Parquet output)."""
+    statement = _read_only_statement(sql)
+    try:
+        return con.sql(statement).to_arrow_table()
     except duckdb.Error as error:
         raise QGenError(_one_line(error)) from error
 

@@ -151,7 +151,13 @@ def query_command(
 ) -> None:
     """Run one read-only SQL statement over the views trials, epochs, failures, plan (and
     measures). Nothing in the results directory can be changed through it."""
-    from qgen_sweep.analysis.db import connect, kinds_for_query, run_query, schema_rows
+    from qgen_sweep.analysis.db import (
+        connect,
+        kinds_for_query,
+        run_query,
+        run_query_arrow,
+        schema_rows,
+    )
 
     sweep, sql = _split_args(args, schema)
     folder = resolve_results_dir(sweep, results_dir)
@@ -161,14 +167,15 @@ def query_command(
         _write(format_rows(["view", "column", "type"], rows, fmt), fmt, output)
         return
     con = connect(folder, kinds_for_query(sql))
-    table = run_query(con, sql)
     if fmt == "parquet":
+        table = run_query_arrow(con, sql)
         _write(table, fmt, output)
+        empty = table.num_rows == 0
     else:
-        names = table.column_names
-        rows = list(zip(*(table.column(n).to_pylist() for n in names), strict=True))
+        names, rows = run_query(con, sql)
         _write(format_rows(names, rows, fmt), fmt, output)
-    if table.num_rows == 0 and con.execute("SELECT count(*) FROM raw_trials").fetchall()[0][0] == 0:
+        empty = not rows
+    if empty and con.execute("SELECT count(*) FROM raw_trials").fetchall()[0][0] == 0:
         click.echo(f"note: no finished trials in {folder} yet (the views are empty)", err=True)
 
 
