@@ -13,6 +13,7 @@ store and our progress line replace them.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -31,16 +32,15 @@ _RAY_ENV = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "1e9",
     "RAY_DEDUP_LOGS": "0",
 }
+for _key, _value in _RAY_ENV.items():
+    os.environ.setdefault(_key, _value)
+
+import ray  # noqa: E402 - after the environment above
+from ray import tune  # noqa: E402
 
 
-def init_ray(address: str | None, note=print) -> dict[str, float]:
+def init_ray(address: str | None) -> dict[str, float]:
     """Join `address` or start a local cluster sized to this machine (once per process)."""
-    for key, value in _RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    import logging
-
-    import ray
-
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR,
                                   "log_to_driver": False, "configure_logging": True}
@@ -64,45 +64,50 @@ def effective_gpu(settings: RunSettings, cluster: dict[str, float], note) -> flo
 
 def _trainable(config: dict[str, Any], ctx: RunContext) -> None:
     """The Tune function trainable: one attempt of one trial (runs in a Ray worker)."""
-    from ray import tune
-
     tune.report(run_one(config["task"], ctx))
 
 
-def _callback_class():
-    from ray import tune
+_PROGRESS: dict[int, Progress] = {}
 
-    class _ProgressCallback(tune.Callback):
-        """Forwards Tune's trial events to our Progress (runs in the driver)."""
 
-        def __init__(self, progress: Progress, store: ResultsStore) -> None:
-            self.progress, self.store = progress, store
+class _ProgressCallback(tune.Callback):
+    """Forwards Tune's trial events to our Progress (runs in the driver)."""
 
-        def on_trial_start(self, iteration, trials, trial, **info) -> None:
-            self.progress.on_start(_tid(trial))
+    def __init__(self, progress: Progress, store: ResultsStore) -> None:
+        # Tune pickles its callbacks with the experiment state; the Progress (which holds
+        # an output stream) stays in this process and is found again by its key.
+        self.key = id(progress)
+        _PROGRESS[self.key] = progress
+        self.store = store
 
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-            self.progress.on_complete(_tid(trial), trial.last_result.get("status", "done"))
+    @property
+    def progress(self) -> Progress:
+        return _PROGRESS[self.key]
 
-        def on_trial_recover(self, iteration, trials, trial, **info) -> None:
-            self.progress.on_retry(_tid(trial), self._reason(trial))
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.progress.on_start(_tid(trial))
 
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:
-            self.progress.on_fail(_tid(trial), self._reason(trial))
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.progress.on_complete(_tid(trial), trial.last_result.get("status", "done"))
 
-        def _reason(self, trial) -> str:
-            """The attempt's failure row; written here when the worker died before writing it."""
-            task = trial.config["task"]
-            attempt = len(read_attempts(self.store, task["trial_id"]))
-            path = self.store.failure_path(task["trial_id"], attempt)
-            if attempt and not path.exists():
-                message = _ray_error_line(trial)
-                self.store.write_failure(failure_row(task["trial_id"], task["bits"], attempt,
-                                                     message, error_type="WorkerDied"))
-                return f"WorkerDied: {message}"
-            return _failure_line(path)
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self.progress.on_retry(_tid(trial), self._reason(trial))
 
-    return _ProgressCallback
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.progress.on_fail(_tid(trial), self._reason(trial))
+
+    def _reason(self, trial) -> str:
+        """The attempt's failure row; written here when the worker died before writing it."""
+        task = trial.config["task"]
+        attempt = len(read_attempts(self.store, task["trial_id"]))
+        path = self.store.failure_path(task["trial_id"], attempt)
+        if attempt and not path.exists():
+            message = _ray_error_line(trial)
+            self.store.write_failure(failure_row(task["trial_id"], task["bits"], attempt,
+                                                 message, error_type="WorkerDied"))
+            return f"WorkerDied: {message}"
+        return _failure_line(path)
+
 
 
 def _tid(trial) -> str:
@@ -131,9 +136,7 @@ def _failure_line(path: Path) -> str:
 def run_ray(tasks: list[dict[str, Any]], ctx: RunContext, settings: RunSettings,
             progress: Progress) -> None:
     """Run the tasks as Tune trials; returns when every one finished or failed for good."""
-    cluster = init_ray(settings.address, progress.note)
-    from ray import tune
-
+    cluster = init_ray(settings.address)
     gpu = effective_gpu(settings, cluster, progress.note)
     store = ResultsStore(ctx.store_root)
     trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx),
@@ -149,7 +152,10 @@ def run_ray(tasks: list[dict[str, Any]], ctx: RunContext, settings: RunSettings,
             name=dt.datetime.now().strftime("%Y%m%d-%H%M%S"),
             storage_path=str(Path(ctx.store_root).resolve() / "ray"), verbose=0,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            callbacks=[_callback_class()(progress, store)], log_to_file=False,
+            callbacks=[_ProgressCallback(progress, store)], log_to_file=False,
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        _PROGRESS.clear()
