@@ -3,8 +3,9 @@
 Why: the store holds one small file per trial and kind. Opening a file costs about 1-2 ms on the
 2-core CI machine (footer + 38 column chunks), so reading 1,944 trial files takes ~3 s, over the
 report's 2 s budget before any work is done. The cache keeps the rows of every file already read,
-keyed by (path, mtime_ns, size); a load stats the files (microseconds each), keeps the cached rows
-whose file is unchanged and reads only new or rewritten files. Writes are atomic (os.replace).
+keyed by (path, mtime_ns, size, inode); a load stats the files (microseconds each), keeps the
+cached rows whose file is unchanged and reads only new or rewritten files. Writes are atomic
+(os.replace).
 
 The cache lives outside the results directory (which the analysis layer never writes):
 $QGEN_SWEEP_CACHE_DIR, else $XDG_CACHE_HOME/qgen-sweep/analysis, else ~/.cache/qgen-sweep/analysis.
@@ -26,8 +27,8 @@ from qgen_sweep.store import ResultsStore
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the cached layout changes: old files are then ignored
-_KEY_COLUMNS = ("_file", "_mtime_ns", "_size")
+CACHE_VERSION = 2  # bump when the cached layout changes: old files are then ignored
+KEY_COLUMNS = ("_file", "_mtime_ns", "_size", "_ino")  # one version of one file
 
 
 def cache_root() -> Path:
@@ -46,12 +47,12 @@ def cache_path(store_root: Path, kind: str) -> Path:
 
 
 def listing(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
-    """Temp table _listing(_file, _mtime_ns, _size) of `files`; vanished files are left out.
+    """Temp table _listing(_file, _mtime_ns, _size, _ino) of `files`; vanished ones left out.
 
     Built from list parameters rather than a registered Arrow table: registering imports pandas
     (~0.5 s), more than the whole grouped query may take.
     """
-    names, mtimes, sizes = [], [], []
+    names, mtimes, sizes, inodes = [], [], [], []
     for path in files:
         try:
             st = path.stat()
@@ -60,21 +61,22 @@ def listing(con: duckdb.DuckDBPyConnection, files: list[Path]) -> None:
         names.append(str(path))
         mtimes.append(st.st_mtime_ns)
         sizes.append(st.st_size)
+        inodes.append(st.st_ino)  # os.replace gives a rewritten file a new inode
     execute(
         con,
         """
         CREATE OR REPLACE TEMP TABLE _listing AS
         SELECT unnest($names::VARCHAR[]) AS _file, unnest($mtimes::BIGINT[]) AS _mtime_ns,
-               unnest($sizes::BIGINT[]) AS _size
+               unnest($sizes::BIGINT[]) AS _size, unnest($inodes::UBIGINT[]) AS _ino
         """,
-        {"names": names, "mtimes": mtimes, "sizes": sizes},
+        {"names": names, "mtimes": mtimes, "sizes": sizes, "inodes": inodes},
     )
 
 
 def _read_files(con: duckdb.DuckDBPyConnection, table: str, files: list[str], create: bool) -> None:
     """Rows of `files` (plus their key columns from _listing) into `table`."""
     select = """
-        SELECT r.* EXCLUDE (filename), l._file, l._mtime_ns, l._size
+        SELECT r.* EXCLUDE (filename), l._file, l._mtime_ns, l._size, l._ino
         FROM read_parquet($files, hive_partitioning = false, union_by_name = true,
                           filename = true) AS r
         JOIN _listing AS l ON l._file = r.filename
@@ -118,7 +120,7 @@ def _from_cache(con: duckdb.DuckDBPyConnection, table: str, path: Path) -> int |
             f"""
             CREATE TEMP TABLE {table} AS
             SELECT c.* FROM read_parquet($cache) AS c
-            SEMI JOIN _listing AS l USING (_file, _mtime_ns, _size)
+            SEMI JOIN _listing AS l USING (_file, _mtime_ns, _size, _ino)
             """,
             {"cache": str(path)},
         )

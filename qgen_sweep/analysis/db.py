@@ -138,7 +138,7 @@ def _load_kind(con: duckdb.DuckDBPyConnection, stores: list[Store], kind: str) -
     selects = []
     for table, _ in parts:
         names = {row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()}
-        drop = ", ".join(["_file", "_mtime_ns", "_size", *(["sweep"] if "sweep" in names else [])])
+        drop = ", ".join([*cache.KEY_COLUMNS, *(["sweep"] if "sweep" in names else [])])
         selects.append(f"SELECT ? AS sweep, * EXCLUDE ({drop}) FROM {table}")
     execute(
         con,
