@@ -37,7 +37,7 @@ def run_measure_jobs(
     from qgen_sweep.measures.run import record_failure
     from qgen_sweep.store import ResultsStore
 
-    cluster = init_ray(address, note)
+    cluster = init_ray(address)
     if gpu > 0 and cluster.get("GPU", 0) == 0:
         note(f"warning: the Ray cluster has no GPUs; measuring on CPUs (gpu = {gpu:g} ignored)")
         gpu = 0.0

@@ -195,7 +195,7 @@ def measure_trial(store: ResultsStore, trial: dict[str, Any], settings: MeasureS
     """Measure one finished trial of `store` (a trials row) and write its measures file.
 
     Families already present in its measures file are kept (their scales reused) and only the
-    missing ones are searched.
+    missing ones are searched; with none missing the file is left as it is.
     """
     from qgen_sweep.trial.config import TrialConfig, TrialRuntime
     from qgen_sweep.trial.data import load_dataset, resolve_device
@@ -214,6 +214,9 @@ def measure_trial(store: ResultsStore, trial: dict[str, Any], settings: MeasureS
     previous = existing_row(store, trial["trial_id"], config.bits)
     have = done_families(previous)
     todo = tuple(f for f in settings.families if f not in have)
+    path = store.path("measures", trial["trial_id"], config.bits)
+    if not todo:
+        return path  # every requested family is already there
     scales = {k: previous[k] for k in SEARCHES if previous and previous.get(k) is not None}
     run_settings = dataclasses.replace(settings, families=todo)
     values = measure_networks(plain_network(model), plain_network(model0), data.train_x,
@@ -228,7 +231,6 @@ def measure_trial(store: ResultsStore, trial: dict[str, Any], settings: MeasureS
         "device": str(device), "host": socket.gethostname(), "versions_json": _versions(),
         "measured_at": dt.datetime.now(dt.timezone.utc),
     })
-    path = store.path("measures", trial["trial_id"], config.bits)
     write_table_atomic(path, rows_to_table([row], MEASURE_SCHEMA))
     return path
 
