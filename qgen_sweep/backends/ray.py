@@ -44,6 +44,9 @@ def init_ray(address: str | None) -> dict[str, float]:
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR,
                                   "log_to_driver": False, "configure_logging": True}
+        # Inside a Ray job (`ray job submit ... -- qgen-sweep launch`) Ray sets RAY_ADDRESS:
+        # join that cluster, as ray.init() itself would; num_cpus is refused when joining.
+        address = address or os.environ.get("RAY_ADDRESS")
         if address:
             ray.init(address=address, **kwargs)
         else:  # a local cluster: every core of this machine
