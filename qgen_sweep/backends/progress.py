@@ -31,6 +31,7 @@ class Progress:
         self.done = self.diverged = self.failed = self.retries = 0
         self.start = time.monotonic()
         self._last_line = 0.0
+        self._first_finish: float | None = None
         self._rich = None
 
     # ---- events --------------------------------------------------------------------------------
@@ -40,6 +41,7 @@ class Progress:
 
     def on_complete(self, trial_id: str, status: str) -> None:
         self.running.discard(trial_id)
+        self._finished()
         if status == "diverged":
             self.diverged += 1
         else:
@@ -53,6 +55,7 @@ class Progress:
 
     def on_fail(self, trial_id: str, reason: str) -> None:
         self.running.discard(trial_id)
+        self._finished()
         self.failed += 1
         self.note(f"trial {trial_id} failed: {reason}")
         self._render(force=True)
@@ -65,12 +68,26 @@ class Progress:
             print(text, file=self.stream, flush=True)
 
     # ---- rendering -----------------------------------------------------------------------------
+    def eta(self) -> str:
+        """Time left at the throughput since the first finished trial (which also paid for
+        Ray's start and the workers' imports, so it would inflate the estimate)."""
+        finished = self.done + self.diverged + self.failed
+        left = self.to_run - finished
+        if left <= 0:
+            return "0:00"
+        if finished < 2 or self._first_finish is None:
+            return "--"
+        rate = (finished - 1) / max(time.monotonic() - self._first_finish, 1e-9)
+        return _clock(left / rate)
+
+    def _finished(self) -> None:
+        if self._first_finish is None:
+            self._first_finish = time.monotonic()
+
     def line(self) -> str:
         """The status line: counts over the whole sweep, ETA from this run's throughput."""
-        finished = self.done + self.diverged + self.failed
         elapsed = time.monotonic() - self.start
-        left = self.to_run - finished
-        eta = _clock(elapsed / finished * left) if finished else "--"
+        eta = self.eta()
         total_done = self.already_done + self.done
         return (f"[{_clock(elapsed)}] {total_done + self.diverged}/{self.planned} finished "
                 f"({self.done} done, {self.diverged} diverged this run), "

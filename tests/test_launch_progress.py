@@ -1,0 +1,52 @@
+"""Progress lines for batch logs: counts, throttling, failure lines, ETA."""
+
+from __future__ import annotations
+
+import io
+import time
+
+from qgen_sweep.backends.progress import Progress
+
+
+def test_plain_lines_count_events_and_name_failures():
+    out = io.StringIO()
+    with Progress(planned=10, already_done=4, to_run=6, stream=out, interval=0.0) as progress:
+        progress.on_start("a")
+        progress.on_start("b")
+        progress.on_complete("a", "done")
+        progress.on_complete("b", "diverged")
+        progress.on_start("c")
+        progress.on_retry("c", "RuntimeError: x")
+        progress.on_fail("c", "RuntimeError: boom")
+    lines = out.getvalue().splitlines()
+    assert "trial c failed: RuntimeError: boom" in lines
+    last = lines[-1]
+    assert "6/10 finished (1 done, 1 diverged this run)" in last
+    assert "0 running, 1 failed, 1 retried" in last
+
+
+def test_batch_log_is_throttled_but_failures_always_show():
+    out = io.StringIO()
+    with Progress(planned=100, already_done=0, to_run=100, stream=out, interval=3600) as progress:
+        for i in range(50):
+            progress.on_start(str(i))
+            progress.on_complete(str(i), "done")
+        progress.on_fail("x", "ValueError: bad")
+    lines = out.getvalue().splitlines()
+    # first line, the failure note and its forced line, the final line
+    assert len(lines) == 4 and lines[1] == "trial x failed: ValueError: bad"
+
+
+def test_eta_uses_throughput_after_the_first_finish():
+    progress = Progress(planned=5, already_done=0, to_run=5, stream=io.StringIO())
+    assert progress.eta() == "--"
+    progress.on_complete("a", "done")
+    assert progress.eta() == "--"  # one finish says nothing about the rate yet
+    time.sleep(0.2)
+    progress.on_complete("b", "done")
+    eta = progress.eta()
+    minutes, seconds = (int(x) for x in eta.split(":"))
+    assert 0 <= minutes * 60 + seconds <= 5  # 3 left at ~5 per second
+    for name in "cde":
+        progress.on_complete(name, "done")
+    assert progress.eta() == "0:00"
