@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from qgen_sweep.errors import StoreError, UsageError
+from qgen_sweep.errors import QGenError, StoreError, UsageError
 
 QUERY_FORMATS = ("table", "csv", "json", "markdown", "parquet")
 _RESULTS_HELP = (
@@ -38,7 +38,7 @@ def default_results_dir(sweep: str) -> Path:
         from qgen_sweep.spec import load_spec
 
         return Path(spec_default(load_spec(sweep, ())))
-    except Exception:  # noqa: BLE001 - any spec problem: fall back to the documented default
+    except (QGenError, ImportError, OSError):  # no such spec: the documented default
         return default
 
 
@@ -150,7 +150,15 @@ def query_command(
     args: tuple[str, ...], results_dir: Path | None, fmt: str, output: Path | None, schema: bool
 ) -> None:
     """Run one read-only SQL statement over the views trials, epochs, failures, plan (and
-    measures). Nothing in the results directory can be changed through it."""
+    measures). Nothing in the results directory can be changed through it.
+
+    \b
+    Examples:
+      qgen-sweep query smoke "SELECT precision, avg(gap) FROM trials GROUP BY ALL"
+      qgen-sweep query --results-dir runs "SELECT sweep, bits, avg(gap) FROM trials GROUP BY ALL"
+      qgen-sweep query smoke "SELECT state, count(*) FROM plan GROUP BY ALL" --format json
+      qgen-sweep query smoke --schema
+    """
     from qgen_sweep.analysis.db import (
         connect,
         kinds_for_query,
