@@ -127,13 +127,15 @@ def _time_conv(fn, reps: int) -> float:  # noqa: ANN001
 
 def time_conv_impls(
     members: int, spec: ConvSpec, batch: int, size: int, device: torch.device,
-    dtype: torch.dtype = torch.float32, reps: int = 3,
+    dtype: torch.dtype = torch.float32, reps: int = 3, channels_last: bool = False,
 ) -> dict[str, float]:
     """Seconds per forward + backward of one grouped conv vs `members` separate convs."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(batch, members * spec.in_ch, size, size, device=device, dtype=dtype)
     w = torch.randn(members * spec.out_ch, spec.in_ch, spec.kernel, spec.kernel,
-                    device=device, dtype=dtype, requires_grad=True)
-    x.requires_grad_(True)
+                    device=device, dtype=dtype)
+    x = x.contiguous(memory_format=fmt).requires_grad_(True)
+    w = w.contiguous(memory_format=fmt).requires_grad_(True)
 
     def run(impl: str) -> None:
         out = _member_conv(x, w, None, spec, members, impl)
@@ -145,15 +147,16 @@ def time_conv_impls(
 
 def choose_conv_impl(
     members: int, spec: ConvSpec, batch: int, size: int, device: torch.device,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype = torch.float32, channels_last: bool = False,
 ) -> str:
     """"grouped" or "split", whichever is faster here for this shape (cached per process)."""
     if members == 1 or spec.shared_input:
         return "grouped"  # one ordinary conv either way
     key = (device.type, members, spec.in_ch, spec.out_ch, spec.kernel, spec.stride, batch, size,
-           dtype)
+           dtype, channels_last)
     if key not in _CONV_CHOICE_CACHE:
-        times = time_conv_impls(members, spec, batch, size, device, dtype)
+        times = time_conv_impls(members, spec, batch, size, device, dtype,
+                                channels_last=channels_last)
         _CONV_CHOICE_CACHE[key] = min(times, key=times.__getitem__)
     return _CONV_CHOICE_CACHE[key]
 
@@ -325,7 +328,8 @@ class FusedNiN(nn.Module):
         per-conv choices (with timings where measured)."""
         choices, size = [], image_size
         for i, spec in enumerate(self.convs):
-            impl = choose_conv_impl(self.k, spec, batch, size, self.flat.device, self.flat.dtype)
+            impl = choose_conv_impl(self.k, spec, batch, size, self.flat.device, self.flat.dtype,
+                                    self.channels_last)
             self.conv_impls[i] = impl
             choices.append({"conv": spec.name, "impl": impl, "size": size})
             size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
