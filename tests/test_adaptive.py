@@ -233,6 +233,38 @@ def _all_params(spec):
                            "width": width}
 
 
+def test_trials_failing_for_good_are_rows_and_the_search_stops(tmp_path, monkeypatch):
+    """Every attempt raises: each failure is a row, failed trials do not count toward the
+    budget, and the search gives up after n_trials of them instead of asking forever."""
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps({"faults": [{"trial_id": "*", "epoch": 0, "times": "always",
+                                              "action": "raise"}]}))
+    monkeypatch.setenv("QGEN_FAULT_INJECTION", str(faults))
+    spec = load_spec("smoke-tpe", ["grid.bits=[32]", "optuna.n_trials=2",
+                                   "resources.max_failures=1"])
+    store = _run(spec, tmp_path / "run")
+    (row,) = study_rows(store.root)
+    assert (row["finished"], row["failed"]) == (0, 2)
+    failures = store.read("failures").to_pylist()
+    assert len(failures) == 2 * 2  # two trials x (first attempt + one retry)
+    assert {f["error_type"] for f in failures} == {"InjectedFault"}
+    with pytest.raises(QGenError, match=r"^2 of 2 trials of the search have no result"):
+        check_complete(spec, store)
+
+
+def test_a_diverged_trial_is_a_finished_trial_of_the_study(tmp_path):
+    """lr = 1e6 makes SGD diverge in the first epoch: a result with status diverged, told to
+    Optuna as FAIL (no finite value) but counted toward the budget."""
+    spec = load_spec("smoke-tpe", ["grid.bits=[32]", "grid.optimizer=[\"sgd\"]",
+                                   "grid.lr={sgd = [1e6]}", "optuna.n_trials=2",
+                                   "train.epochs=1", "train.milestones=[1]"])
+    store = _run(spec, tmp_path / "run")
+    (row,) = study_rows(store.root)
+    assert (row["finished"], row["diverged"], row["best_value"]) == (2, 2, None)
+    assert {r["status"] for r in _final_rows(store)} == {"diverged"}
+    check_complete(spec, store)
+
+
 # ---- status and report ---------------------------------------------------------------------------
 def test_status_shows_the_best_trial_per_precision(searched):
     spec, store = searched

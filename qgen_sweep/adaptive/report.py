@@ -149,7 +149,8 @@ def status_lines(results_dir: Path | str) -> list[str]:
         value = "-" if r["best_value"] is None else f"{r['best_value']:.4f}"
         extra = ", ".join(f"{r[k]} {k}" for k in ("running", "reused", "pruned", "diverged",
                                                    "failed") if r[k])
-        best = f"  {r['best_config']}  [{r['best_trial_id']}]" if r["best_trial_id"] else ""
         lines.append(f"  bits={r['bits']}: {r['finished']}/{r['requested']} finished"
-                     f"{' (' + extra + ')' if extra else ''}; best {value}{best}")
+                     f"{' (' + extra + ')' if extra else ''}; best {value}")
+        if r["best_trial_id"]:
+            lines.append(f"    trial {r['best_trial_id']}: {r['best_config']}")
     return lines

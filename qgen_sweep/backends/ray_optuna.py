@@ -30,7 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from qgen_sweep.backends import RunContext, RunSettings
 from qgen_sweep.backends.progress import Progress
-from qgen_sweep.backends.ray import _callback_class, effective_gpu, init_ray
+from qgen_sweep.backends.ray import _ProgressCallback, effective_gpu, init_ray
 from qgen_sweep.backends.runner import run_one, task_of
 from qgen_sweep.store import ResultsStore
 from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, TrialRuntime
@@ -49,6 +49,7 @@ class _LedgerSearch(OptunaSearch):
                          storage=storage)
         self.adaptive, self.progress = adaptive, progress
         self.planned: dict[str, Any] = {}  # Ray trial id -> PlannedTrial
+        self.reported: dict[str, set[int]] = {}  # Ray trial id -> epochs told to the study
 
     def exhausted(self) -> bool:
         """No suggestion will ever be needed again (budget reached, or too many failures)."""
@@ -71,10 +72,18 @@ class _LedgerSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)
         if EPOCH in result and isinstance(value, float) and math.isfinite(value):
-            self._ot_trials[trial_id].report(value, result[EPOCH])
+            trial = self._ot_trials[trial_id]
+            if result[EPOCH] not in self.reported.setdefault(trial_id, set()):
+                trial.report(value, result[EPOCH])
+                self.reported[trial_id].add(result[EPOCH])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
+        if result and not error:
+            # Tune hands the result that made ASHA stop a trial to on_trial_complete only, not
+            # to on_trial_result: record it, so a pruned trial keeps the epoch it stopped at.
+            self.on_trial_result(trial_id, result)
+        self.reported.pop(trial_id, None)
         planned = self.planned.pop(trial_id)
         self._ot_trials.pop(trial_id, None)
         self.adaptive.finish(planned.trial_id, planned.config.bits, error)
@@ -206,7 +215,7 @@ def _name(trial) -> str:
 def run_ray_search(studies: list, ctx: RunContext, settings: RunSettings, progress: Progress,
                    per_epoch: bool = False) -> None:
     """Search until every study has its trials (or gave up after repeated failures)."""
-    cluster = init_ray(settings.address, progress.note)
+    cluster = init_ray(settings.address)
     from ray import tune
 
     gpu = effective_gpu(settings, cluster, progress.note)
@@ -229,7 +238,7 @@ def run_ray_search(studies: list, ctx: RunContext, settings: RunSettings, progre
             name=dt.datetime.now().strftime("%Y%m%d-%H%M%S"),
             storage_path=str(Path(ctx.store_root).resolve() / "ray"), verbose=0,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
-            callbacks=[_callback_class()(progress, store)], log_to_file=False,
+            callbacks=[_ProgressCallback(progress, store)], log_to_file=False,
         ),
     )
     tuner.fit()
