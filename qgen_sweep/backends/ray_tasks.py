@@ -41,8 +41,8 @@ def run_measure_jobs(
     if gpu > 0 and cluster.get("GPU", 0) == 0:
         note(f"warning: the Ray cluster has no GPUs; measuring on CPUs (gpu = {gpu:g} ignored)")
         gpu = 0.0
-    if gpu > 0:
-        settings = {**settings, "device": "cuda"}
+    # The job's device setting ("auto" by default) resolves to the GPU Ray assigns to the task
+    # (Ray sets CUDA_VISIBLE_DEVICES for tasks with num_gpus > 0).
     # threads = the task's CPUs: two tasks on two cores must not each start two threads.
     settings = {**settings, "threads": max(1, int(cpu))}
     task = ray.remote(_run_job).options(num_cpus=cpu, num_gpus=gpu, max_retries=0)

@@ -115,8 +115,8 @@ def _run_local(results_dir: str, trials, settings, on_result) -> list[dict[str, 
 @click.option("--eval-batch-size", type=int, default=1024, show_default=True)
 @click.option("--mc-chunk", type=int, default=10, show_default=True,
               help="Perturbed copies evaluated together in one forward pass.")
-@click.option("--device", default=None, help="auto, cpu or cuda[:N] (default: cuda when the task "
-              "has a GPU, else the launched spec's runtime device).")
+@click.option("--device", default=None, help="auto, cpu or cuda[:N] (default: the launched "
+              "spec's runtime device; auto = the task's GPU when it has one).")
 @click.option("--data-dir", default=None, help="Dataset folder (default: $QGEN_DATA_DIR).")
 @click.option("--backend", type=click.Choice(["ray", "local"]), default="ray", show_default=True,
               help="ray = one Ray task per trial; local = in this process, one by one.")
@@ -135,7 +135,7 @@ def measure_command(sweep: str, results_dir: Path | None, only: str | None, wher
     from qgen_sweep.store import ResultsStore
 
     families = _families(only)
-    root = _results_dir(sweep, results_dir)
+    root = _results_dir(sweep, results_dir).resolve()  # Ray workers may run elsewhere
     store = ResultsStore(root)
     cpu, gpu = _resources(root, cpus_per_task, gpus_per_task)
     settings = _settings(options, families, device or _spec_device(root))

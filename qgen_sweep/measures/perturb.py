@@ -160,10 +160,27 @@ def supports_stacking(module: nn.Module) -> bool:
 def _stacked_conv(layer: nn.Conv2d, x: Tensor, weight: Tensor, bias: Tensor | None,
                   copies: int, shared_input: bool) -> Tensor:
     """Conv of K weight sets: (K, O, C, kh, kw) -> one conv (shared input) or K groups."""
+    if not shared_input and _pointwise(layer):
+        return _stacked_pointwise(x, weight, bias, copies)
     flat_weight = weight.reshape(copies * weight.shape[1], *weight.shape[2:])
     flat_bias = None if bias is None else bias.reshape(-1)
     groups = 1 if shared_input else copies
     return F.conv2d(x, flat_weight, flat_bias, layer.stride, layer.padding, layer.dilation, groups)
+
+
+def _pointwise(layer: nn.Conv2d) -> bool:
+    return layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding in (0, (0, 0))
+
+
+def _stacked_pointwise(x: Tensor, weight: Tensor, bias: Tensor | None, copies: int) -> Tensor:
+    """K 1x1 convs as one batched contraction over (B, K, C, H*W): on CPU about twice as fast
+    as the equivalent grouped conv in microbenchmarks (NiN has two 1x1 convs per block)."""
+    batch, _, height, width = x.shape
+    out = torch.einsum("koc,bkcp->bkop", weight.flatten(2), x.view(batch, copies, -1,
+                                                                    height * width))
+    if bias is not None:
+        out = out + bias.view(1, copies, -1, 1)
+    return out.reshape(batch, -1, height, width)
 
 
 def _stacked_bn(layer: nn.BatchNorm2d, x: Tensor, params: Params, buffers: Params,
