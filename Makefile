@@ -29,7 +29,7 @@ test-all: install
 	$(PY) -m pytest -q -m 'not gpu'
 
 test-cluster: install
-	$(PY) -m pytest -q -m cluster
+	$(PY) -m pytest -q -rs -m cluster
 
 lint: install
 	$(VENV)/bin/ruff check qgen_sweep tests benchmarks

@@ -20,12 +20,6 @@ LOCAL_FS_TYPES = frozenset({"tmpfs", "ramfs", "overlay", "ext2", "ext3", "ext4",
                             "zfs", "f2fs", "vfat", "devtmpfs"})
 
 
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def _unescape_mount(field: str) -> str:
     """/proc/mounts writes spaces and tabs in mount points as octal escapes (\\040, \\011)."""
     return field.replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
@@ -33,7 +27,9 @@ def _unescape_mount(field: str) -> str:
 
 def filesystem_type(path: Path, mounts_file: Path = Path("/proc/mounts")) -> str | None:
     """The type of the file system holding `path` (longest matching mount point), or None."""
-    target = str(_nearest_existing(path.resolve()))
+    # resolve() follows the symlinks of the parts that exist; a path not created yet belongs to
+    # the mount of its longest existing prefix, which the prefix match below finds.
+    target = str(path.resolve())
     try:
         lines = mounts_file.read_text().splitlines()
     except OSError:

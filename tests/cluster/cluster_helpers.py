@@ -24,6 +24,7 @@ def base_env() -> dict[str, str]:
     """The tests' environment with this venv first on PATH and no inherited Ray address."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "SLURM_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["QGEN_PYTHON"] = sys.executable  # the python ray-up.sh / ray-node.sh run qgen_sweep with
     return env
 
 
