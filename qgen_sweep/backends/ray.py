@@ -112,7 +112,6 @@ class _ProgressCallback(tune.Callback):
         return _failure_line(path)
 
 
-
 def _tid(trial) -> str:
     return trial.config["task"]["trial_id"]
 
@@ -127,11 +126,12 @@ def _ray_error_line(trial) -> str:
 
 
 def _failure_line(path: Path) -> str:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         row = pq.read_table(path, columns=["error_type", "message"]).to_pylist()[0]
-    except (OSError, IndexError, Exception):  # noqa: BLE001 - a reason line is best effort
+    except (OSError, IndexError, pa.ArrowException):  # the reason line is best effort
         return "see `qgen-sweep status`"
     return f"{row['error_type']}: {row['message']}"
 
