@@ -9,6 +9,13 @@ Layout (architecture.md):
     <root>/measures/bits=B/<id>.parquet    generalization measures of a finished trial
     <root>/failures/<id>-<attempt>.parquet one row per failed attempt (FAILURE_SCHEMA)
     <root>/checkpoints/<id>/               trial checkpoints (written by the trial engine)
+    <root>/checkpoints/<id>/attempts.json  one entry per start of the trial (attempt, host, ...)
+    <root>/corrupt/                        unreadable files moved aside by launch / resume
+    <root>/ray/                            Ray Tune's own experiment folders (not the ledger)
+    <root>/.lock, .lock.json               the sweep lock (flock) and who holds it
+
+A failed attempt writes one failure row; a trial is *failed* when it has failure rows and no
+final row (a trial that failed once and then finished keeps its failure rows as history).
 
 Every file is written atomically (temporary file in the same folder, fsync, os.replace), so a
 crash or kill leaves either the old file or the new one, never a torn one. A trial is done when
