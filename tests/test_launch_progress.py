@@ -50,3 +50,14 @@ def test_eta_uses_throughput_after_the_first_finish():
     for name in "cde":
         progress.on_complete(name, "done")
     assert progress.eta() == "0:00"
+
+
+def test_live_mode_renders_the_same_counts():
+    out = io.StringIO()
+    with Progress(planned=3, already_done=0, to_run=3, stream=out, live=True) as progress:
+        progress.on_start("a")
+        progress.on_complete("a", "done")
+        progress.on_fail("b", "KeyError: 'x'")
+    text = out.getvalue()
+    assert "trial b failed: KeyError: 'x'" in text
+    assert "1/3 finished (1 done, 0 diverged this run)" in text and "1 failed" in text
