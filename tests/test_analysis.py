@@ -259,6 +259,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
         "DROP VIEW trials",
         "INSERT INTO raw_trials SELECT * FROM raw_trials",
         "SELECT 1; SELECT 2",
+        "EXPLAIN ANALYZE DELETE FROM raw_trials",
     ],
 )
 def test_run_query_refuses_anything_but_reading(known, sql):

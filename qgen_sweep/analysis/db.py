@@ -38,6 +38,7 @@ KINDS: dict[str, pa.Schema | None] = {
 _STORE_MARKERS = ("plan.parquet", "sweep.toml", "trials", "epochs", "failures", "measures")
 # Statement types `run_query` accepts: reading only (DESCRIBE / SHOW / SUMMARIZE parse as SELECT).
 _READ_ONLY_TYPES = ("SELECT", "EXPLAIN")
+_EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(ANALY[SZ]E\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,14 @@ def _read_only_statement(sql: str) -> str:
             f"query takes exactly one SQL statement, but got {len(statements)} "
             "(run them one at a time)"
         )
-    kind = statements[0].type.name
+    kind, text = statements[0].type.name, statements[0].query
+    while kind == "EXPLAIN":
+        # EXPLAIN ANALYZE runs its statement: what it explains must be read-only too.
+        text = _EXPLAIN_PREFIX.sub("", text, count=1)
+        inner = duckdb.extract_statements(text) if text.strip() else []
+        if not inner:
+            break
+        kind = inner[0].type.name
     if kind not in _READ_ONLY_TYPES:
         raise QGenError(
             f"query is read-only: {kind} statements are not allowed, only SELECT "
