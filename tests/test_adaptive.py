@@ -297,5 +297,19 @@ def test_report_sections_give_best_configs_and_importances(searched):
     assert report_sections(store.root.parent) == sections  # found below a parent folder too
 
 
+def test_report_command_adds_the_adaptive_sections(searched):
+    spec, store = searched
+    markdown = subprocess.run([*QGEN, "report", "--results-dir", str(store.root)],
+                              capture_output=True, text=True, timeout=180)
+    assert markdown.returncode == 0, markdown.stderr
+    assert "## Adaptive search: best configuration per precision" in markdown.stdout
+    assert "## Adaptive search: hyperparameter importances" in markdown.stdout
+    as_json = subprocess.run([*QGEN, "report", "--results-dir", str(store.root), "--format",
+                              "json"], capture_output=True, text=True, timeout=180)
+    report = json.loads(as_json.stdout)
+    assert report["optuna_best"] == report_sections(store.root)["optuna_best"]
+    assert report["table1"]  # the grid's sections are still there, over the same store
+
+
 def test_a_grid_results_directory_has_no_adaptive_sections(tmp_path):
     assert report_sections(tmp_path) == {} and study_rows(tmp_path) == []

@@ -101,7 +101,12 @@ def study_keys(spec: SweepSpec) -> list[StudyKey]:
 
 def make_sampler(settings: OptunaSettings, offset: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler. `offset` (trials already in the study) shifts the seed, so a resumed
-    search does not replay the random start-up suggestions it already made."""
+    search does not replay the random start-up suggestions it already made.
+
+    Every study of a sweep gets the same seed on purpose: their random start-up suggestions are
+    then the same configurations at each precision, i.e. Int-b / FP32 twins that the report's
+    paired statistics can compare.
+    """
     seed = settings.seed + offset
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
