@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TextIO
 
-from qgen_sweep.backends import RunContext, RunSettings
+from qgen_sweep.backends import DEFAULT_TRIAL_FN, RunContext, RunSettings
 from qgen_sweep.backends.launcher import LaunchOptions, quarantine_corrupt, settings_for
 from qgen_sweep.backends.progress import Progress
 from qgen_sweep.errors import QGenError, UsageError
@@ -25,12 +25,12 @@ PER_EPOCH_TRIAL_FN = "qgen_sweep.backends.ray_optuna:run_trial_reporting"
 
 
 def budget(spec: SweepSpec) -> int:
-    """Finished trials the sweep asks for in all (n_trials per study)."""
-    from qgen_sweep.adaptive.settings import OptunaSettings
-
-    settings: OptunaSettings = spec.optuna  # type: ignore[assignment]
-    bits = len(spec.axes.get("bits", (1,))) if settings.per_precision else 1
-    return settings.n_trials * bits
+    """Finished trials the sweep asks for in all (n_trials per study). Optuna-free, for `list`."""
+    settings = spec.optuna
+    if settings is None:
+        raise UsageError(f"{spec.name} is not an adaptive sweep (search = {spec.search!r})")
+    studies = len(spec.axes.get("bits", (1,))) if settings.per_precision else 1
+    return settings.n_trials * studies
 
 
 def describe(spec: SweepSpec) -> list[str]:
@@ -77,14 +77,7 @@ def run_search(spec: SweepSpec, options: LaunchOptions, command: str,
                stream: TextIO | None = None) -> ResultsStore:
     """Lock the results directory, settle a killed driver's leftovers, search until every
     study has its trials. Returns the store (the caller prints the summary)."""
-    from qgen_sweep.adaptive.study import (
-        AdaptiveStudy,
-        PlanLedger,
-        finished_count,
-        open_storage,
-        reconcile,
-        study_keys,
-    )
+    from qgen_sweep.adaptive.study import finished_count
     from qgen_sweep.backends.launcher import _check_same_sweep
 
     plan(spec)  # validates every configuration of the space before anything runs
@@ -95,16 +88,7 @@ def run_search(spec: SweepSpec, options: LaunchOptions, command: str,
         progress = Progress(budget(spec), 0, 0, stream=stream, interval=options.progress_interval)
         for path in quarantine_corrupt(store):
             progress.note(f"warning: {path} did not read back; moved to corrupt/, its trial reruns")
-        storage = open_storage(store.root, repair=True)
-        keys = study_keys(spec)
-        ledger = PlanLedger(spec, store)
-        studies = [AdaptiveStudy(spec, key, storage, store, ledger) for key in keys]
-        for study in studies:
-            settled = reconcile(spec, study.key, study.study, store)
-            if any(settled.values()):
-                progress.note(f"{study.key.name}: {settled['told']} interrupted trial(s) had "
-                              f"results, {settled['requeued']} continue from their checkpoints")
-        ledger.rebuild(keys, {s.key.name: s.study for s in studies})
+        studies = _open_studies(spec, store, progress)
         finished = sum(min(finished_count(s.study), s.settings.n_trials) for s in studies)
         progress.already_done, progress.to_run = finished, budget(spec) - finished
         if progress.to_run > 0:
@@ -112,6 +96,29 @@ def run_search(spec: SweepSpec, options: LaunchOptions, command: str,
         else:
             progress.note(f"every study of {spec.name} has its {spec.optuna.n_trials} trials")
     return store
+
+
+def _open_studies(spec: SweepSpec, store: ResultsStore, progress: Progress) -> list:
+    """Load (or create) every study, settle what a killed driver left open, rebuild the plan."""
+    from qgen_sweep.adaptive.study import (
+        AdaptiveStudy,
+        PlanLedger,
+        open_storage,
+        reconcile,
+        study_keys,
+    )
+
+    storage = open_storage(store.root, repair=True)  # we hold the sweep lock: no other writer
+    keys = study_keys(spec)
+    ledger = PlanLedger(spec, store)
+    studies = [AdaptiveStudy(spec, key, storage, store, ledger) for key in keys]
+    for study in studies:
+        settled = reconcile(spec, study.key, study.study, store)
+        if any(settled.values()):
+            progress.note(f"{study.key.name}: {settled['told']} interrupted trial(s) had "
+                          f"results, {settled['requeued']} continue from their checkpoints")
+    ledger.rebuild(keys, {s.key.name: s.study for s in studies})
+    return studies
 
 
 def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
@@ -122,7 +129,9 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
     from qgen_sweep.backends.runner import provenance
 
     per_epoch = spec.optuna.pruner == "asha" and options.backend == "ray"
-    trial_fn = PER_EPOCH_TRIAL_FN if per_epoch and options.trial_fn == _default_fn() \
+    # ASHA needs every epoch's objective: the engine wrapped to report it (unless a test or
+    # benchmark swapped the engine itself).
+    trial_fn = PER_EPOCH_TRIAL_FN if per_epoch and options.trial_fn == DEFAULT_TRIAL_FN \
         else options.trial_fn
     ctx = RunContext(
         store_root=str(store.root.resolve()), sweep=spec.name,
@@ -139,12 +148,6 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
             from qgen_sweep.backends.ray_optuna import run_ray_search
 
             run_ray_search(studies, ctx, settings, progress, per_epoch=per_epoch)
-
-
-def _default_fn() -> str:
-    from qgen_sweep.backends import DEFAULT_TRIAL_FN
-
-    return DEFAULT_TRIAL_FN
 
 
 def run_local_search(studies: list, ctx: RunContext, settings: RunSettings,
@@ -182,9 +185,3 @@ def _keys(spec: SweepSpec) -> list:
     from qgen_sweep.adaptive.study import study_keys
 
     return study_keys(spec)
-
-
-def require_adaptive(spec: SweepSpec) -> None:
-    """A usage error when a grid spec reaches adaptive code."""
-    if spec.optuna is None:
-        raise UsageError(f"{spec.name} is not an adaptive sweep (search = {spec.search!r})")
