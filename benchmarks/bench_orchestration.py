@@ -90,7 +90,7 @@ def run(quick: bool) -> list[dict]:
     """Per-trial overhead of ours vs plain Tune (best of `reps`), and the smoke wall time."""
     from qgen_sweep.backends.ray import init_ray
 
-    seeds, reps = (1, 1) if quick else (4, 2)
+    seeds, reps = (1, 1) if quick else (3, 2)
     spec = _spec(seeds)
     n = 16 * seeds
     with tempfile.TemporaryDirectory(prefix="qgen-bench-") as tmp:
