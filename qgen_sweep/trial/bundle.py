@@ -1,7 +1,8 @@
 """Train a bundle of trials together as one fused network (issue 8, HFTA-style).
 
 `run_bundle(configs, ...)` trains K trial configs that differ only in per-member fields (bits,
-optimizer, lr, weight decay, momentum, first/last policy, step-size lr scale) as one `FusedNiN`
+optimizer, lr, weight decay, momentum, first/last policy, step-size lr scale, lr-schedule factor
+gamma) as one `FusedNiN`
 and returns one TrialResult per member, the same result K `run_trial` calls would give (to float
 tolerance; exact to ~1e-10 in float64, tests/test_trial_bundle.py). `plan_bundles` groups
 trial configs into such bundles; `trial_row_fields` / `epoch_row_fields` turn a member's result
@@ -209,8 +210,17 @@ def _read_result(root: Path, config: TrialConfig) -> TrialResult | None:
         ) from error
 
 
-def _write_result(root: Path, config: TrialConfig, result: TrialResult) -> None:
-    payload = {"config": config.to_dict(), "result": dataclasses.asdict(result)}
+def trained_bundle_id(checkpoint_dir: Path, config: TrialConfig) -> str | None:
+    """Id of the bundle that trained `config` to its end (from its result.json), else None."""
+    path = _result_path(Path(checkpoint_dir), config)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("bundle_id")
+
+
+def _write_result(root: Path, config: TrialConfig, result: TrialResult, bundle: str) -> None:
+    payload = {"config": config.to_dict(), "bundle_id": bundle,
+               "result": dataclasses.asdict(result)}
     path = _result_path(root, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -298,7 +308,7 @@ class _BundleState:
         results = self.finish(root)
         if root is not None:
             for config in self.configs:
-                _write_result(root, config, results[config.trial_id])
+                _write_result(root, config, results[config.trial_id], self.id)
         return results
 
     def _autocast(self) -> Any:
@@ -321,7 +331,7 @@ class _BundleState:
         for idx in batches:
             self._step(idx, generator, loss_sum, correct)
         if self.epoch in config.milestones:
-            self.optimizer.scale_lr(config.gamma)
+            self.optimizer.scale_lr()  # every member by its own gamma
         seconds = time.perf_counter() - started
         losses = [total / len(batches) for total in loss_sum.tolist()]  # as train.py divides
         accs = [c / (len(batches) * batches.shape[1]) for c in correct.tolist()]
@@ -329,7 +339,7 @@ class _BundleState:
         self.model.update_snapshot(self.best, torch.tensor(improved, device=self.device))
         metrics = self._epoch_metrics(losses, accs, training, seconds)
         if self.epoch in config.milestones:
-            self.lrs = [lr * config.gamma for lr in self.lrs]
+            self.lrs = [lr * c.gamma for lr, c in zip(self.lrs, self.configs, strict=True)]
         self.seconds += seconds
         return metrics
 

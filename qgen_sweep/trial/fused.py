@@ -35,6 +35,7 @@ from qgen_sweep.trial.lsq import MIN_STEP_SIZE, LSQConv2d, gradient_scale, qrang
 # Fields a member may set for itself; every other TrialConfig field must agree within a bundle.
 PER_MEMBER_FIELDS = (
     "bits", "optimizer", "lr", "weight_decay", "momentum", "first_last", "step_size_lr_scale",
+    "gamma",
 )
 CONV_IMPLS = ("auto", "grouped", "split")
 OPTIMIZER_ORDER = ("sgd", "adam", "rmsprop")  # members are sorted so each type is one row range
@@ -410,6 +411,7 @@ class FusedOptimizer:
         self.step_lr_scale = col([c.step_size_lr_scale for c in configs])
         self.wd = col([c.weight_decay for c in configs])
         self.momentum = col([c.momentum for c in configs])
+        self.gamma = col([c.gamma for c in configs])  # MultiStep factor per member
         # The step count is float64 so Adam's bias corrections match torch.optim's Python floats.
         self.state: dict[str, Tensor] = {
             "step": torch.zeros((), dtype=torch.float64, device=flat.device)
@@ -419,9 +421,10 @@ class FusedOptimizer:
             for name in names:
                 self.state[f"{opt}_{name}"] = torch.zeros_like(flat[a:b])
 
-    def scale_lr(self, factor: float) -> None:
-        """Multiply every member's learning rate by `factor` (MultiStep milestone)."""
-        self.lr.mul_(factor)
+    def scale_lr(self, factor: float | Tensor | None = None) -> None:
+        """Multiply the members' learning rates by `factor` (default: each member's gamma, a
+        MultiStep milestone); the lr stays a device tensor, so nothing recompiles."""
+        self.lr.mul_(self.gamma if factor is None else factor)
 
     def state_dict(self) -> dict[str, Tensor]:
         return {"lr": self.lr.clone(), **{k: v.clone() for k, v in self.state.items()}}
