@@ -43,8 +43,12 @@ case $role in
   worker) mode=(--address="$target") ;;
   *) echo "ray-node.sh: role must be head or worker, got '$role'" >&2; exit 2 ;;
 esac
+# Inside SLURM, each node offers Ray the CPUs SLURM gave the job on that node (set per node by
+# srun); options given to this script come later and win (ray start keeps the last).
+cpus=()
+[ -n "${SLURM_CPUS_ON_NODE:-}" ] && cpus=(--num-cpus="$SLURM_CPUS_ON_NODE")
 # shellcheck disable=SC2086  # QGEN_RAY_ARGS is a list of --option=value words
-ray start "${mode[@]}" --block --temp-dir="$tmp" --disable-usage-stats $QGEN_RAY_ARGS "$@" &
+ray start "${mode[@]}" --block --temp-dir="$tmp" --disable-usage-stats $QGEN_RAY_ARGS "${cpus[@]}" "$@" &
 ray_pid=$!
 
 if [ "$role" = head ]; then

@@ -13,8 +13,8 @@ import sys
 import time
 
 
-def alive_nodes(address: str) -> int:
-    """The number of live nodes of the Ray cluster at `address` (joins it as a driver)."""
+def _join(address: str):
+    """Import ray and join the cluster at `address` as a driver (once per process)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import logging
 
@@ -22,7 +22,20 @@ def alive_nodes(address: str) -> int:
 
     if not ray.is_initialized():
         ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
-    return sum(1 for node in ray.nodes() if node.get("Alive"))
+    return ray
+
+
+def alive_nodes(address: str) -> int:
+    """The number of live nodes of the Ray cluster at `address`."""
+    return sum(1 for node in _join(address).nodes() if node.get("Alive"))
+
+
+def describe(address: str) -> str:
+    """The cluster's totals for the job log, e.g. "2 node(s) up: 96 CPUs, 8 GPUs"."""
+    ray = _join(address)
+    total = ray.cluster_resources()
+    return (f"{alive_nodes(address)} node(s) up: {total.get('CPU', 0):g} CPUs, "
+            f"{total.get('GPU', 0):g} GPUs")
 
 
 def wait_for_nodes(address: str, expected: int, timeout: float, poll: float = 2.0) -> int:
@@ -48,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{ns.timeout:g} s; see the nodes' Ray logs (ray-node.sh output in the job log)",
               file=sys.stderr)
         sys.exit(1)
-    print(f"Ray cluster at {ns.address}: {seen} node(s) up")
+    print(f"Ray cluster at {ns.address}: {describe(ns.address)}")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ sweep submitted with `qgen-sweep slurm`, and the pre-timeout signal that requeue
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -65,6 +66,8 @@ def test_slurm_job_runs_every_smoke_trial(tmp_path, slurm_env):
     assert fields["JobState"] == "COMPLETED", _read(log)
     assert "qgen-sweep launch exited with 0" in _read(log)
     assert "Ray stopped" in _read(log)
+    # The node's Ray offers the CPUs SLURM gave the job: the whole node (--exclusive).
+    assert f"1 node(s) up: {os.cpu_count()} CPUs, 0 GPUs" in _read(log)
     assert_complete_once(results, SMOKE_TRIALS)
 
 
