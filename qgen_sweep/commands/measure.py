@@ -106,7 +106,8 @@ def _run_local(results_dir: str, trials, settings, on_result) -> list[dict[str, 
               help="Gradient-ascent restarts per sharpness bisection step.")
 @click.option("--ascent-steps", type=int, default=20, show_default=True)
 @click.option("--ascent-lr", type=float, default=0.01, show_default=True)
-@click.option("--ascent-batch-size", type=int, default=1024, show_default=True)
+@click.option("--ascent-batch-size", type=int, default=128, show_default=True,
+              help="Examples per gradient-ascent step.")
 @click.option("--target-drop", type=float, default=0.1, show_default=True,
               help="Training-accuracy drop the scales are tuned to.")
 @click.option("--tolerance", type=float, default=0.01, show_default=True)
