@@ -67,9 +67,10 @@ def lsq_quantize(weight: Tensor, step_size: Tensor, bits: int) -> Tensor:
     """Fake-quantize `weight` with step size `step_size` at `bits` bits (fp32 math, LSQ grads)."""
     qn, qp = qrange(bits)
     device_type = weight.device.type
+    dtype = torch.promote_types(weight.dtype, torch.float32)  # fp32, or fp64 in fp64 tests
     with torch.autocast(device_type=device_type, enabled=False):
         return LSQQuantize.apply(
-            weight.float(), step_size.float(), gradient_scale(weight.numel(), qp), qn, qp
+            weight.to(dtype), step_size.to(dtype), gradient_scale(weight.numel(), qp), qn, qp
         )
 
 

@@ -8,6 +8,16 @@ Checkpoints (with a checkpoint_dir): init.pt (weights at initialisation), last.p
 state after every epoch), best.pt (kept model). All written atomically; a trial with a last.pt
 continues from it and ends with exactly the metrics of an uninterrupted run, because the batch
 order and augmentation of each epoch are a pure function of (seed, epoch).
+
+Step performance (issue 8, performance.md): the step reads nothing back to the host (epoch loss
+and accuracy are summed on the device and read once per epoch; tests/test_trial_fast.py checks
+it); shapes are static (the ragged last batch is dropped, so an epoch is floor(n / batch) steps of
+the same shape and every example is seen once per epoch except the n mod batch left out by that
+epoch's permutation); `runtime.channels_last`, bf16 autocast (`config.amp`, quantizer and loss in
+fp32) and `runtime.compile` (torch.compile of the model, mode selectable; the optimizer step stays
+eager, where a Python-float learning rate costs neither a host sync nor a recompilation; the fused
+engine holds it as a device tensor) are options. `runtime.dtype = "float64"` exists for exactness
+tests on the CPU.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qgen_sweep.errors import QGenError
+from qgen_sweep.errors import QGenError, UsageError
 from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, TrialRuntime
 from qgen_sweep.trial.data import (
     Dataset,
@@ -60,7 +70,7 @@ def run_trial(
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     device = resolve_device(runtime.device)
-    data = load_dataset(config.dataset, runtime)
+    data = with_dtype(load_dataset(config.dataset, runtime), runtime_dtype(runtime))
     state = _TrainState.create(config, runtime, data, device)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None:
@@ -89,7 +99,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[f
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            logits = model(x[start : start + batch_size]).float()
+            logits = at_least_fp32(model(x[start : start + batch_size]))
             target = y[start : start + batch_size]
             loss_sum += F.cross_entropy(logits, target, reduction="sum").double()
             correct += (logits.argmax(dim=1) == target).sum()
@@ -213,7 +223,8 @@ class _TrainState:
     def create(cls, config: TrialConfig, runtime: TrialRuntime, data: Dataset,
                device: torch.device) -> _TrainState:
         torch.manual_seed(config.seed)  # model initialisation is a function of the seed alone
-        model = build_model(config, data.in_channels, data.num_classes).to(device)
+        model = build_model(config, data.in_channels, data.num_classes)
+        model = model.to(device=device, dtype=runtime_dtype(runtime))
         if runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return cls(config, runtime, data, device, model)
@@ -230,7 +241,8 @@ class _TrainState:
         self.model.train()
         generator = epoch_generator(self.config.seed, self.epoch, self.device)
         batches = batch_indices(len(self.data.train_x), self.config.batch_size, generator)
-        loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
+        # Summed on the device, read once per epoch (no host sync inside the step).
+        loss_sum = torch.zeros((), dtype=accumulator_dtype(self.data), device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         lr = self.optimizer.param_groups[0]["lr"]
         for idx in batches:
@@ -259,7 +271,7 @@ class _TrainState:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             logits = self.forward(x)
-        loss = F.cross_entropy(logits.float(), y)
+        loss = F.cross_entropy(at_least_fp32(logits), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -361,6 +373,33 @@ class _TrainState:
             device=str(self.device), diverged_epoch=self.diverged_epoch, step_sizes=sizes,
             history=tuple(self.history),
         )
+
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def runtime_dtype(runtime: TrialRuntime) -> torch.dtype:
+    """Parameter and data dtype of `runtime` (float64 only for exactness tests on the CPU)."""
+    if runtime.dtype not in DTYPES:
+        raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, but got {runtime.dtype!r}")
+    return DTYPES[runtime.dtype]
+
+
+def with_dtype(data: Dataset, dtype: torch.dtype) -> Dataset:
+    """`data` with its images in `dtype` (labels stay int64)."""
+    if data.train_x.dtype == dtype:
+        return data
+    return dataclasses.replace(data, train_x=data.train_x.to(dtype), test_x=data.test_x.to(dtype))
+
+
+def at_least_fp32(x: Tensor) -> Tensor:
+    """bf16 logits (autocast) -> fp32 for the loss; fp32 and fp64 stay as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def accumulator_dtype(data: Dataset) -> torch.dtype:
+    """Epoch loss sums: fp32, or fp64 for fp64 runs."""
+    return torch.promote_types(data.train_x.dtype, torch.float32)
 
 
 def _compiled(model: nn.Module, runtime: TrialRuntime) -> Callable[[Tensor], Tensor]:
