@@ -57,9 +57,16 @@ from qgen_sweep.trial.fused import (
 )
 from qgen_sweep.trial.lsq import step_sizes
 from qgen_sweep.trial.nin import build_model
-from qgen_sweep.trial.train import CHECKPOINT_VERSION, _atomic_save, l2_norm
+from qgen_sweep.trial.train import (
+    CHECKPOINT_VERSION,
+    _atomic_save,
+    accumulator_dtype,
+    at_least_fp32,
+    l2_norm,
+    runtime_dtype,
+    with_dtype,
+)
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 EpochCallback = Callable[[dict[str, EpochMetrics]], None]
 
 
@@ -234,12 +241,6 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def _cast_dataset(data: Dataset, dtype: torch.dtype) -> Dataset:
-    if data.train_x.dtype == dtype:
-        return data
-    return dataclasses.replace(data, train_x=data.train_x.to(dtype), test_x=data.test_x.to(dtype))
-
-
 class _BundleState:
     """Everything that evolves while a bundle trains; saved to / restored from last.pt.
 
@@ -270,12 +271,10 @@ class _BundleState:
     @classmethod
     def create(cls, configs: Sequence[TrialConfig], runtime: TrialRuntime,
                conv_impl: str) -> _BundleState:
-        if runtime.dtype not in DTYPES:
-            raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, but got {runtime.dtype!r}")
-        dtype = DTYPES[runtime.dtype]
+        dtype = runtime_dtype(runtime)
         device = resolve_device(runtime.device)
         ordered = [configs[i] for i in member_order(configs)]
-        data = _cast_dataset(load_dataset(ordered[0].dataset, runtime), dtype)
+        data = with_dtype(load_dataset(ordered[0].dataset, runtime), dtype)
         members = []
         for config in ordered:
             torch.manual_seed(config.seed)  # the same initialisation run_trial uses
@@ -324,8 +323,8 @@ class _BundleState:
         config = self.configs[0]
         generator = epoch_generator(config.seed, self.epoch, self.device)
         batches = batch_indices(len(self.data.train_x), config.batch_size, generator)
-        # fp32 sums as in train.py, so the epoch losses round the same way
-        loss_sum = torch.zeros(self.k, dtype=torch.float32, device=self.device)
+        # Summed on the device as in train.py (same dtype, same rounding), read once per epoch.
+        loss_sum = torch.zeros(self.k, dtype=accumulator_dtype(self.data), device=self.device)
         correct = torch.zeros(self.k, dtype=torch.int64, device=self.device)
         training = [d is None for d in self.diverged_epoch]
         for idx in batches:
@@ -352,7 +351,7 @@ class _BundleState:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
             logits = self.forward(x)  # (B, K, classes)
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        logits = at_least_fp32(logits)
         losses = member_losses(logits, y)  # (K,)
         ok = self.alive & torch.isfinite(losses)
         self.model.flat.grad = None
@@ -360,7 +359,7 @@ class _BundleState:
         self.optimizer.step(ok)
         # The non-finite loss of the step a member diverges in is kept (epoch loss NaN, as
         # run_trial reports it); after that the member adds nothing.
-        loss_sum += torch.where(self.alive, losses.detach(), torch.zeros_like(losses)).float()
+        loss_sum += torch.where(self.alive, losses.detach(), torch.zeros_like(losses))
         hits = member_correct(logits.detach(), y)
         correct += torch.where(self.alive, hits, torch.zeros_like(hits))
         self.alive.copy_(ok)
@@ -524,8 +523,7 @@ def evaluate_members(model: FusedNiN, x: Tensor, y: Tensor,
     correct = torch.zeros(k, dtype=torch.int64, device=x.device)
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            logits = model(x[start : start + batch_size])
-            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            logits = at_least_fp32(model(x[start : start + batch_size]))
             target = y[start : start + batch_size]
             b = len(target)
             per = torch.nn.functional.cross_entropy(

@@ -115,15 +115,18 @@ _CONV_CHOICE_CACHE: dict[tuple, str] = {}
 
 
 def _time_conv(fn, reps: int) -> float:  # noqa: ANN001
+    """Fastest of `reps` timed calls after a warm-up (the minimum is the least noisy estimate on
+    a shared machine)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     fn()  # warm-up (allocations, kernel selection)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
+    best = math.inf
     for _ in range(reps):
+        sync()
+        start = time.perf_counter()
         fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / reps
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def time_conv_impls(
