@@ -132,6 +132,9 @@ def template_values(job: SlurmJob) -> dict[str, str]:
         "results_dir": q(str(job.results_dir.absolute())),
         "launch_options": launch_options(job),
         "gpus_per_node": str(job.gpus_per_node),
+        # Whole nodes: the head's CPU count stands for every node's (exclusive partitions are
+        # nearly always homogeneous).
+        "srun_cpus": str(job.cpus_per_node) if job.cpus_per_node else '"$SLURM_CPUS_ON_NODE"',
         "srun_gpu_option": f"--gpus-per-node={job.gpus_per_node} " if job.gpus_per_node else "",
         "workdir": q(str(job.workdir.absolute())),
     }

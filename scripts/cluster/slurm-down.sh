@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stop the one-node SLURM cluster started by slurm-up.sh and remove its directory.
+# Stop the SLURM cluster started by slurm-up.sh (all its daemons) and remove its directory.
 # Idempotent: a second run (or a run with nothing up) does nothing and exits 0.
 # Cancels the cluster's jobs first so that their Ray processes are stopped by the jobs' own traps.
 set -uo pipefail
@@ -25,7 +25,9 @@ if [ -f "$SLURM_CONF" ] && command -v scancel >/dev/null 2>&1; then
   # KillWait is 5 s in slurm.conf.in: give the jobs' traps that long to stop Ray.
   for _ in $(seq 15); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 1; done
 fi
-stop_pidfile "$DIR/slurmd.pid"
+for pidfile in "$DIR"/slurmd-*.pid; do
+  [ -e "$pidfile" ] && stop_pidfile "$pidfile"
+done
 stop_pidfile "$DIR/slurmctld.pid"
 stop_pidfile "$DIR/munged.pid"
 rm -rf "$DIR"

@@ -25,13 +25,20 @@ def run_script(name: str, *args: str, timeout: float = 600) -> subprocess.Comple
 
 
 @pytest.fixture(scope="session")
-def slurm_env() -> Iterator[dict[str, str]]:
-    """A running one-node SLURM cluster; the environment its clients need (SLURM_CONF)."""
-    proc = run_script("slurm-up.sh")
+def slurm_cluster() -> Iterator[Callable[[int], dict[str, str]]]:
+    """Start SLURM with 1 node (this machine) or N slurmd on this host; stopped at session end.
+
+    Returns the environment its clients need (SLURM_CONF). Asking for another node count
+    restarts the daemons (slurm-up.sh is idempotent for the same count).
+    """
     env = base_env()
-    env.update(parse_assignments(proc.stdout))
+
+    def start(nodes: int) -> dict[str, str]:
+        env.update(parse_assignments(run_script("slurm-up.sh", str(nodes)).stdout))
+        return dict(env)
+
     try:
-        yield env
+        yield start
     finally:
         subprocess.run(["bash", str(SCRIPTS / "slurm-down.sh")], env=env, check=False,
                        capture_output=True, timeout=120)

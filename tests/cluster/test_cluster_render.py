@@ -87,7 +87,9 @@ def test_print_renders_every_option_into_a_valid_bash_script(tmp_path):
     # Values with spaces stay one shell word; --set reaches `qgen-sweep launch`.
     assert f"RESULTS_DIR='{tmp_path / 'runs dir' / 'smoke'}'" in script
     assert "LAUNCH_OPTIONS=(--set train.epochs=2)" in script
-    assert "--gpus-per-node=4 " in script.split("srun", 1)[1]  # the worker step asks for GPUs
+    worker_step = script.split("\n  srun ", 1)[1].split("&\n", 1)[0]
+    assert "--gpus-per-node=4 " in worker_step  # the worker step asks for the node's GPUs
+    assert '--cpus-per-task="$SLURM_CPUS_ON_NODE"' in worker_step  # ... and for its CPUs
     assert "--num-gpus=4" in script
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # it parses
 
@@ -98,6 +100,7 @@ def test_cpus_per_node_replaces_whole_nodes(tmp_path):
     lines = proc.stdout.splitlines()
     assert "#SBATCH --cpus-per-task=8" in lines and "#SBATCH --exclusive" not in lines
     assert "#SBATCH --gpus-per-node=0" not in lines and "--gpus-per-node" not in proc.stdout
+    assert "--cpus-per-task=8 " in proc.stdout.split("\n  srun ", 1)[1]
 
 
 @pytest.mark.parametrize(("args", "words"), [

@@ -1,5 +1,6 @@
 """SLURM, for real: slurmctld + slurmd on this machine (scripts/cluster/slurm-up.sh), the smoke
-sweep submitted with `qgen-sweep slurm`, and the pre-timeout signal that requeues the job.
+sweep submitted with `qgen-sweep slurm`, the pre-timeout signal that requeues the job, and a
+two-node job (two slurmd on this host) whose second Ray node is started by srun.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ def job_fields(job_id: str, env: dict[str, str]) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", proc.stdout)) if proc.returncode == 0 else {}
 
 
-def submit(tmp_path: Path, env: dict[str, str], *options: str) -> tuple[str, Path, Path]:
-    """`qgen-sweep slurm smoke --nodes 1 --submit`; returns (job id, results dir, job log)."""
+def submit(tmp_path: Path, env: dict[str, str], *options: str,
+           nodes: int = 1) -> tuple[str, Path, Path]:
+    """`qgen-sweep slurm smoke --nodes N --submit`; returns (job id, results dir, job log)."""
     results = tmp_path / "smoke"
-    proc = subprocess.run([QGEN, "slurm", "smoke", "--nodes", "1", "--submit", "--results-dir",
-                           str(results), *options], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120, check=False)
+    proc = subprocess.run([QGEN, "slurm", "smoke", "--nodes", str(nodes), "--submit",
+                           "--results-dir", str(results), *options], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip()
     assert job_id.isdigit(), proc.stdout
@@ -60,7 +62,8 @@ def _read(path: Path) -> str:
 
 
 @pytest.mark.timeout(900)
-def test_slurm_job_runs_every_smoke_trial(tmp_path, slurm_env):
+def test_slurm_job_runs_every_smoke_trial(tmp_path, slurm_cluster):
+    slurm_env = slurm_cluster(1)
     job_id, results, log = submit(tmp_path, slurm_env)
     fields = wait_for_end(job_id, slurm_env, log, timeout=780)
     assert fields["JobState"] == "COMPLETED", _read(log)
@@ -72,7 +75,8 @@ def test_slurm_job_runs_every_smoke_trial(tmp_path, slurm_env):
 
 
 @pytest.mark.timeout(1200)
-def test_pre_timeout_signal_requeues_and_the_sweep_completes(tmp_path, slurm_env):
+def test_pre_timeout_signal_requeues_and_the_sweep_completes(tmp_path, slurm_cluster):
+    slurm_env = slurm_cluster(1)
     # Longer trials (8 epochs, still the smoke grid) so the signal surely lands mid-sweep.
     job_id, results, log = submit(tmp_path, slurm_env, "--set", "train.epochs=8")
     wait_until(lambda: len(final_rows(results)) >= 2, 600, "two finished trials",
@@ -94,7 +98,8 @@ def test_pre_timeout_signal_requeues_and_the_sweep_completes(tmp_path, slurm_env
     assert all(after[tid] == started for tid, started in before.items())
 
 
-def test_sbatch_failure_gives_slurms_own_words(tmp_path, slurm_env):
+def test_sbatch_failure_gives_slurms_own_words(tmp_path, slurm_cluster):
+    slurm_env = slurm_cluster(1)
     proc = subprocess.run([QGEN, "slurm", "smoke", "--submit", "--partition", "no-such-partition",
                            "--results-dir", str(tmp_path / "smoke")], cwd=tmp_path, env=slurm_env,
                           capture_output=True, text=True, timeout=120, check=False)
@@ -102,3 +107,16 @@ def test_sbatch_failure_gives_slurms_own_words(tmp_path, slurm_env):
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, proc.stderr
     assert "sbatch failed" in errors[0] and "invalid partition" in errors[0].lower()
+
+
+@pytest.mark.timeout(900)
+def test_two_node_job_starts_ray_workers_with_srun(tmp_path, slurm_cluster):
+    env = slurm_cluster(2)  # two slurmd on this host, each declaring the machine's CPUs
+    job_id, results, log = submit(tmp_path, env, nodes=2)
+    fields = wait_for_end(job_id, env, log, timeout=780)
+    text = _read(log)
+    assert fields["JobState"] == "COMPLETED", text
+    assert f"2 node(s) up: {2 * os.cpu_count()} CPUs, 0 GPUs" in text  # the srun node joined
+    assert "qgen-sweep launch exited with 0" in text and "Ray stopped" in text
+    assert "CANCELLED" not in text  # the worker step ended by itself after INT, not killed
+    assert_complete_once(results, SMOKE_TRIALS)
