@@ -1,5 +1,5 @@
 """Cluster batch jobs: SLURM script rendering and submission, Ray port blocks, storage checks.
 
-Standard library only (architecture.md, Cluster layer): this package runs inside batch jobs before
-Ray starts, and `qgen-sweep slurm` must start fast.
+Standard library at import time (architecture.md, Cluster layer): `qgen-sweep slurm` must start
+fast. Only `wait` touches Ray, inside its function, and it runs inside batch jobs.
 """
