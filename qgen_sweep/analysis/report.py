@@ -110,6 +110,9 @@ def build_report(
         "units": UNITS,
     }
     report.update(_measures_sections(con))
+    from qgen_sweep.adaptive.report import report_sections  # issue 7: optuna_best, _importances
+
+    report.update(report_sections(results_dir))  # {} unless the sweep is an adaptive search
     if plots_dir is not None:
         from qgen_sweep.analysis.plots import write_figures
 
@@ -239,7 +242,12 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Table 2: weight L2 norm per precision (mean ± sd)", ""]
         lines += _md_table2(_by_sweep(report["table2"], sweep))
         lines.append("")
-    for key, title in (("table3", "Table 3: generalization measures"), ("kendall", "Kendall")):
+    for key, title in (
+        ("table3", "Table 3: generalization measures"),
+        ("kendall", "Kendall"),
+        ("optuna_best", "Adaptive search: best configuration per precision"),
+        ("optuna_importances", "Adaptive search: hyperparameter importances"),
+    ):
         if key in report:
             lines += [f"## {title}", "", *_md_generic(report[key]), ""]
     for path in report.get("plots", []):
@@ -250,7 +258,16 @@ def to_markdown(report: dict[str, Any]) -> str:
 def to_csv(report: dict[str, Any]) -> str:
     """Each section as a CSV block under a '# <section>' line, blocks separated by a blank line."""
     out = io.StringIO()
-    for key in ("progress", "table1", "paired", "table2", "table3", "kendall"):
+    for key in (
+        "progress",
+        "table1",
+        "paired",
+        "table2",
+        "table3",
+        "kendall",
+        "optuna_best",
+        "optuna_importances",
+    ):
         rows = report.get(key)
         if rows is None:
             continue

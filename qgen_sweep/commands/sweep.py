@@ -44,7 +44,12 @@ def list_command() -> None:
     for path in available_sweeps():
         try:
             spec = load_spec(str(path))
-            rows.append((path.stem, str(len(plan(spec))), spec.description))
+            count = len(plan(spec))
+            if spec.search == "optuna":  # issue 7: the trial budget, not the space size
+                from qgen_sweep.adaptive.launch import budget
+
+                count = budget(spec)
+            rows.append((path.stem, str(count), spec.description))
         except QGenError as error:
             rows.append((path.stem, "invalid", str(error).splitlines()[0]))
     width = max(len(r[0]) for r in rows) if rows else 0
@@ -61,6 +66,12 @@ def validate_command(sweep: str, overrides: tuple[str, ...]) -> None:
 
     spec = _load(sweep, overrides)
     trials = plan(spec)
+    if spec.search == "optuna":  # issue 7: studies over the grid's space
+        from qgen_sweep.adaptive.launch import describe
+
+        click.echo("\n".join(describe(spec)))
+        click.echo(f"  spec hash {spec.spec_hash}; results in {_results_dir(spec, None)}")
+        return
     click.echo(f"{spec.name} ({spec.source}): {len(trials)} trials, search = {spec.search}")
     for name, described in axis_counts(spec):
         click.echo(f"  {name:<14} {described}")
@@ -134,6 +145,14 @@ def _run(spec, results_dir: Path, address, max_concurrent, backend: str, command
     options = LaunchOptions(results_dir=results_dir, address=address,
                             max_concurrent=max_concurrent, backend=backend)
     click.echo(f"{command}: results in {results_dir}")
+    if spec.search == "optuna":  # issue 7: Optuna studies instead of the grid
+        from qgen_sweep.adaptive.launch import check_complete as check_search
+        from qgen_sweep.adaptive.launch import run_search
+
+        store = run_search(spec, options, command)
+        _print_status(store, title=f"{spec.name}: summary")
+        check_search(spec, store)
+        return
     store = run_sweep(spec, options, command)
     _print_status(store, title=f"{spec.name}: summary")
     check_complete(store)
@@ -143,6 +162,11 @@ def _dry_run(spec, results_dir: Path) -> None:
     from qgen_sweep.plan import count_by, plan
     from qgen_sweep.store import ResultsStore
 
+    if spec.search == "optuna":  # issue 7
+        from qgen_sweep.adaptive.launch import dry_run_lines
+
+        click.echo("\n".join(dry_run_lines(spec, results_dir)))
+        return
     trials = plan(spec)
     done = ResultsStore(results_dir).finished_ids() & {t.trial_id for t in trials}
     per_bits = ", ".join(f"{b}: {n}" for b, n in count_by(trials, "bits").items())
@@ -173,6 +197,9 @@ def status_command(sweep: str, results_dir: Path | None, as_json: bool, failures
         data = {"by_bits": status.by_bits, "totals": status.totals, "missing": status.missing,
                 "corrupt": [str(p) for p in status.corrupt], "running": status.locked_by,
                 "failures": [_failure_dict(r) for r in status.failures[:failures]]}
+        from qgen_sweep.adaptive.report import study_rows  # issue 7: adaptive sweeps only
+
+        data.update({"studies": rows} if (rows := study_rows(store.root)) else {})
         click.echo(json.dumps(data, indent=2, default=str))
         return
     _print_status(store, title=f"{Path(sweep).stem}: status of {store.root}", failures=failures)
@@ -211,6 +238,10 @@ def _print_status(store, title: str, failures: int = 5) -> None:
     for row in status.failures[:failures]:
         console.print(f"  {row['trial_id']} bits={row['bits']} attempt {row['attempt']}: "
                       f"{row['error_type']}: {row['message']}", markup=False)
+    from qgen_sweep.adaptive.report import status_lines  # issue 7: best trial per precision
+
+    for line in status_lines(store.root):
+        console.print(line, markup=False)
     sys.stdout.flush()
 
 
