@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = module.run(quick=args.quick)
         record = {
             "benchmark": name.removeprefix("bench_"),
-            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": machine(),
             "quick": args.quick,
             "figures": figures,

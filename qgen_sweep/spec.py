@@ -32,11 +32,10 @@ import difflib
 import hashlib
 import json
 import math
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from qgen_sweep.adaptive.settings import OPTUNA_FIELDS, OptunaSettings, parse_optuna
 from qgen_sweep.adaptive.settings import identity as optuna_identity

@@ -280,7 +280,7 @@ class SweepLock:
         except Timeout:
             raise StoreError(self._refusal()) from None
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                "since": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         self.info_path.write_text(json.dumps(info))
         return self
 

@@ -72,7 +72,7 @@ def _trial_row(trial, status="done"):
     return {"trial_id": trial.trial_id, "sweep": "smoke", "dataset": c.dataset, "bits": c.bits,
             "optimizer": c.optimizer, "lr": c.lr, "lr_index": trial.lr_index, "status": status,
             "train_loss": 0.5, "test_loss": 0.7, "gap": 0.2, "engine": "single",
-            "finished_at": dt.datetime.now(dt.timezone.utc)}
+            "finished_at": dt.datetime.now(dt.UTC)}
 
 
 def _store_with_plan(tmp_path) -> tuple[ResultsStore, list]:
@@ -91,7 +91,7 @@ def test_status_counts_by_precision(tmp_path):
     write_attempts(store, trials[3].trial_id, [{"attempt": 1}])
     store.write_failure({"trial_id": trials[3].trial_id, "bits": trials[3].config.bits,
                          "attempt": 1, "error_type": "RuntimeError", "message": "boom",
-                         "time": dt.datetime.now(dt.timezone.utc)})
+                         "time": dt.datetime.now(dt.UTC)})
     status = sweep_status(store)
     assert status.totals == {"planned": 16, "done": 1, "diverged": 1, "failed": 1, "running": 0,
                              "interrupted": 1, "pending": 12}

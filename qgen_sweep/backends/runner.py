@@ -112,7 +112,7 @@ def _read_status(path: Path) -> str:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def epoch_row(m: EpochMetrics) -> dict[str, Any]:

@@ -229,7 +229,7 @@ def measure_trial(store: ResultsStore, trial: dict[str, Any], settings: MeasureS
         "seconds": (previous or {}).get("seconds", 0.0) + time.perf_counter() - started,
         "train_passes": (previous or {}).get("train_passes", 0.0) + values["train_passes"],
         "device": str(device), "host": socket.gethostname(), "versions_json": _versions(),
-        "measured_at": dt.datetime.now(dt.timezone.utc),
+        "measured_at": dt.datetime.now(dt.UTC),
     })
     write_table_atomic(path, rows_to_table([row], MEASURE_SCHEMA))
     return path
@@ -254,7 +254,7 @@ def record_failure(
     first = message.strip().splitlines()[0] if message.strip() else "(no message)"
     row = {"trial_id": trial_id, "bits": bits, "attempt": attempt, "error_type": error_type,
            "message": first[:500], "traceback_tail": "\n".join(tail),
-           "host": socket.gethostname(), "time": dt.datetime.now(dt.timezone.utc)}
+           "host": socket.gethostname(), "time": dt.datetime.now(dt.UTC)}
     path = failure_path(store, trial_id, attempt)
     write_table_atomic(path, rows_to_table([row], FAILURE_SCHEMA))
     return path

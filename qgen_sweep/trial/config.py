@@ -46,9 +46,10 @@ class TrialConfig:
     seed: int = 0
     augment: str = "none"
     first_last: str = "int8"
-    step_size_lr_scale: float = 1.0  # step-size lr = lr x this (science.md: open choice, start at 1)
+    # step-size lr = lr x this (science.md: an open choice under Adam/RMSProp; start at 1)
+    step_size_lr_scale: float = 1.0
     amp: str = "none"
-    # The trial engine drops the ragged last batch (static shapes); an epoch = floor(n / batch) steps.
+    # The engine drops the ragged last batch (static shapes): an epoch = floor(n / batch) steps.
 
     def __post_init__(self) -> None:
         problems = self.problems()
