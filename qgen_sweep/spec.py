@@ -81,10 +81,13 @@ _NONNEG = {"weight_decay", "momentum"}  # may be 0; other numbers must be > 0 (s
 RUNTIME_FIELDS: dict[str, str] = {
     "device": _STR, "data_dir": _STR, "download": "boolean", "eval_batch_size": _INT,
     "eval_test_every": _INT, "compile": _STR, "channels_last": "boolean", "threads": _INT,
+    "dtype": _STR,
 }
 RESOURCE_FIELDS: dict[str, str] = {
     "cpu": _FLOAT, "gpu": _FLOAT, "max_concurrent": _INT, "max_failures": _INT,
+    "engine": _STR, "bundle_size": _INT,
 }
+ENGINES = ("single", "fused")  # fused: trials of one architecture trained as one network (issue 8)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class Resources:
     gpu: float = 0.0  # Ray GPU fraction per trial (bookkeeping only: memory is not limited)
     max_concurrent: int = 0  # 0 = as many as the cluster's resources allow
     max_failures: int = 2  # retries per trial after its first failed attempt (Ray FailureConfig)
+    engine: str = "single"  # "fused": bundles of up to bundle_size trials per task (issue 8)
+    bundle_size: int = 8  # members per fused bundle (resources above are per bundle then)
 
 
 @dataclass(frozen=True)
@@ -399,6 +404,8 @@ def _parse_resources(problems: _Problems, table: Any) -> Resources:
         "gpu": (lambda v: math.isfinite(v) and v >= 0, ">= 0 (fractions like 0.25 share a GPU)"),
         "max_concurrent": (lambda v: v >= 0, ">= 0 (0 = as many as resources allow)"),
         "max_failures": (lambda v: v >= 0, ">= 0 (retries after the first failed attempt)"),
+        "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
+        "bundle_size": (lambda v: v >= 1, ">= 1 (trials trained together in one fused bundle)"),
     }
     for name, value in list(values.items()):
         check, rule = rules[name]

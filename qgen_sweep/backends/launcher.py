@@ -36,6 +36,7 @@ class LaunchOptions:
     backend: str = "ray"
     trial_fn: str = DEFAULT_TRIAL_FN
     progress_interval: float = 10.0  # seconds between plain progress lines in a batch log
+    bundle_size: int | None = None  # --bundle-size: fused engine with this many members
 
 
 def default_results_dir(spec: SweepSpec) -> Path:
@@ -133,7 +134,7 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
         runtime=_runtime_dict(spec), provenance=provenance(), trial_fn=options.trial_fn,
         fault_file=os.environ.get(FAULT_ENV) or None,
     )
-    tasks = [task_of(t.trial_id, t.config, t.lr_index) for t in pending]
+    tasks = _tasks(spec, options, pending, progress)
     with progress:
         if options.backend == "local":
             from qgen_sweep.backends.local import run_local
@@ -143,6 +144,22 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
             from qgen_sweep.backends.ray import run_ray
 
             run_ray(tasks, ctx, settings, progress)
+
+
+def _tasks(spec: SweepSpec, options: LaunchOptions, pending: list[PlannedTrial],
+           progress: Progress) -> list[dict]:
+    """One task per trial, or (engine "fused") one per bundle of unfinished trials (issue 8)."""
+    size = options.bundle_size or spec.resources.bundle_size
+    if spec.resources.engine != "fused" and options.bundle_size is None:
+        return [task_of(t.trial_id, t.config, t.lr_index) for t in pending]
+    from qgen_sweep.backends.runner import bundle_task_of
+    from qgen_sweep.trial.bundle import plan_bundles
+
+    by_id = {t.trial_id: t for t in pending}
+    bundles = plan_bundles([t.config for t in pending], size)
+    progress.note(f"fused engine: {len(pending)} trials in {len(bundles)} bundles of up to {size}")
+    return [bundle_task_of([(c.trial_id, c, by_id[c.trial_id].lr_index) for c in b])
+            for b in bundles]
 
 
 def _runtime_dict(spec: SweepSpec) -> dict:

@@ -39,13 +39,14 @@ class Progress:
         self.running.add(trial_id)
         self._render()
 
-    def on_complete(self, trial_id: str, status: str) -> None:
+    def on_complete(self, trial_id: str, status: str, count: int = 1) -> None:
+        """`count` > 1: a fused bundle of that many trials finished (issue 8)."""
         self.running.discard(trial_id)
         self._finished()
         if status == "diverged":
-            self.diverged += 1
+            self.diverged += count
         else:
-            self.done += 1
+            self.done += count
         self._render()
 
     def on_retry(self, trial_id: str, reason: str) -> None:

@@ -91,7 +91,9 @@ class _ProgressCallback(tune.Callback):
         self.progress.on_start(_tid(trial))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.progress.on_complete(_tid(trial), trial.last_result.get("status", "done"))
+        result = trial.last_result
+        self.progress.on_complete(_tid(trial), result.get("status", "done"),
+                                  result.get("members", 1))
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         self.progress.on_retry(_tid(trial), self._reason(trial))

@@ -40,6 +40,8 @@ def task_of(trial_id: str, config: TrialConfig, lr_index: int) -> dict[str, Any]
 
 def run_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Run (or continue) one trial to its final row; returns a small summary for progress."""
+    if "bundle" in task:  # a fused bundle of several trials (issue 8)
+        return run_bundle_one(task, ctx)
     store = ResultsStore(ctx.store_root)
     trial_id, bits = task["trial_id"], int(task["bits"])
     final_path = store.path("trials", trial_id, bits)
@@ -182,3 +184,57 @@ def git_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{rev}-dirty" if dirty else rev
+
+
+# ---- fused bundles (issue 8): several trials trained as one network, one row each ---------------
+
+
+def bundle_task_of(members: list[tuple[str, TrialConfig, int]]) -> dict[str, Any]:
+    """A picklable task for a fused bundle of (trial_id, config, lr_index) members."""
+    from qgen_sweep.trial.bundle import bundle_id
+
+    tasks = [task_of(tid, config, lr_index) for tid, config, lr_index in members]
+    return {"trial_id": "bundle-" + bundle_id([c for _, c, _ in members]),
+            "bits": members[0][1].bits, "bundle": tasks}
+
+
+def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """Train the unfinished members of a bundle task together; one final row per member."""
+    from qgen_sweep.trial.bundle import run_bundle, trained_bundle_id
+
+    store = ResultsStore(ctx.store_root)
+    todo = [m for m in task["bundle"]
+            if not store.readable(store.path("trials", m["trial_id"], m["bits"]))]
+    if not todo:
+        return {"trial_id": task["trial_id"], "status": "done", "skipped": True,
+                "members": len(task["bundle"])}
+    configs = [TrialConfig.from_dict(m["config"]) for m in todo]
+    attempts = {m["trial_id"]: _start_attempt(store, m["trial_id"]) for m in todo}
+    rows = {m["trial_id"]: _existing_epochs(store, m["trial_id"], m["bits"]) for m in todo}
+    bits = {m["trial_id"]: int(m["bits"]) for m in todo}
+
+    def on_epoch(by_id: dict[str, EpochMetrics]) -> None:
+        for trial_id, metrics in by_id.items():
+            kept = [r for r in rows[trial_id] if r["epoch"] < metrics.epoch]
+            rows[trial_id] = kept + [epoch_row(metrics)]
+            store.write_epochs(trial_id, bits[trial_id], rows[trial_id])
+
+    runtime = TrialRuntime(**ctx.runtime)
+    try:
+        results = run_bundle(configs, runtime, store.root / "checkpoints", on_epoch)
+    except Exception as error:
+        for m in todo:
+            store.write_failure(failure_row(m["trial_id"], bits[m["trial_id"]],
+                                            len(attempts[m["trial_id"]]), error))
+        raise
+    statuses = []
+    for m, config, result in zip(todo, configs, results, strict=True):
+        store.write_epochs(m["trial_id"], bits[m["trial_id"]],
+                           [epoch_row(e) for e in result.history])
+        row = final_row(m, ctx, config, result, attempts[m["trial_id"]])
+        row["engine"] = "fused"
+        row["bundle_id"] = trained_bundle_id(store.root / "checkpoints", config)
+        store.write_trial(row)
+        statuses.append(result.status)
+    return {"trial_id": task["trial_id"], "status": "done", "skipped": False,
+            "members": len(task["bundle"]), "statuses": statuses}

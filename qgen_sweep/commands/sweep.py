@@ -92,6 +92,8 @@ _RUN_OPTIONS = [
                  help="Most trials at once (default: the spec's; 0 = as resources allow)."),
     click.option("--backend", type=click.Choice(["ray", "local"]), default="ray",
                  show_default=True, help="ray = Ray Tune; local = in this process, one by one."),
+    click.option("--bundle-size", type=click.IntRange(min=1), default=None,
+                 help="Fused engine: train up to K trials of one architecture together."),
 ]
 
 
@@ -108,27 +110,29 @@ def _run_options(function):
 @click.option("--dry-run", is_flag=True, help="Plan and print what would run; write nothing.")
 def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | None,
                    address: str | None, max_concurrent: int | None, backend: str,
-                   dry_run: bool) -> None:
+                   bundle_size: int | None, dry_run: bool) -> None:
     """Run every trial of SWEEP that has no final result yet (on Ray by default)."""
     spec = _load(sweep, overrides)
     results_dir = _results_dir(spec, results_dir)
     if dry_run:
         _dry_run(spec, results_dir)
         return
-    _run(spec, results_dir, address, max_concurrent, backend, f"launch {spec.name}")
+    _run(spec, results_dir, address, max_concurrent, backend, f"launch {spec.name}",
+         bundle_size)
 
 
 @click.command("resume")
 @click.argument("sweep")
 @_run_options
 def resume_command(sweep: str, results_dir: Path | None, address: str | None,
-                   max_concurrent: int | None, backend: str) -> None:
+                   max_concurrent: int | None, backend: str, bundle_size: int | None) -> None:
     """Retry failed trials and continue interrupted ones from their checkpoints."""
     from qgen_sweep.backends.launcher import saved_spec
 
     results_dir = results_dir if results_dir is not None else _default_dir(sweep)
     spec = saved_spec(results_dir)
-    _run(spec, results_dir, address, max_concurrent, backend, f"resume {spec.name}")
+    _run(spec, results_dir, address, max_concurrent, backend, f"resume {spec.name}",
+         bundle_size)
 
 
 def _default_dir(sweep: str) -> Path:
@@ -139,11 +143,13 @@ def _default_dir(sweep: str) -> Path:
         return Path("runs") / Path(sweep).stem
 
 
-def _run(spec, results_dir: Path, address, max_concurrent, backend: str, command: str) -> None:
+def _run(spec, results_dir: Path, address, max_concurrent, backend: str, command: str,
+         bundle_size: int | None = None) -> None:
     from qgen_sweep.backends.launcher import LaunchOptions, check_complete, run_sweep
 
     options = LaunchOptions(results_dir=results_dir, address=address,
-                            max_concurrent=max_concurrent, backend=backend)
+                            max_concurrent=max_concurrent, backend=backend,
+                            bundle_size=bundle_size)
     click.echo(f"{command}: results in {results_dir}")
     if spec.search == "optuna":  # issue 7: Optuna studies instead of the grid
         from qgen_sweep.adaptive.launch import check_complete as check_search
