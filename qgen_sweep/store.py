@@ -32,7 +32,6 @@ import datetime as dt
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,29 +40,35 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from qgen_sweep.atomic import atomic_open, write_text_atomic
 from qgen_sweep.errors import StoreError
 
 KINDS = ("trials", "epochs", "measures")
 
 _TS = pa.timestamp("us", tz="UTC")
 
+# The configuration columns of the plan and of the final trial rows, in this order.
+CONFIG_COLUMNS = [
+    ("dataset", pa.string()),
+    ("bits", pa.int32()),
+    ("optimizer", pa.string()),
+    ("lr", pa.float64()),
+    ("lr_index", pa.int32()),  # level of lr within its optimizer's list (0, 1, 2)
+    ("weight_decay", pa.float64()),
+    ("depth", pa.int32()),
+    ("width", pa.int32()),
+    ("base_width", pa.int32()),
+    ("epochs", pa.int32()),
+    ("batch_size", pa.int32()),
+    ("seed", pa.int64()),
+]
+
 PLAN_SCHEMA = pa.schema(
     [
         ("trial_id", pa.string()),
         ("sweep", pa.string()),
         ("position", pa.int32()),  # order in the plan
-        ("dataset", pa.string()),
-        ("bits", pa.int32()),
-        ("optimizer", pa.string()),
-        ("lr", pa.float64()),
-        ("lr_index", pa.int32()),
-        ("weight_decay", pa.float64()),
-        ("depth", pa.int32()),
-        ("width", pa.int32()),
-        ("base_width", pa.int32()),
-        ("epochs", pa.int32()),
-        ("batch_size", pa.int32()),
-        ("seed", pa.int64()),
+        *CONFIG_COLUMNS,
         ("config_json", pa.string()),  # canonical TrialConfig JSON
     ]
 )
@@ -72,18 +77,7 @@ TRIAL_SCHEMA = pa.schema(
     [
         ("trial_id", pa.string()),
         ("sweep", pa.string()),
-        ("dataset", pa.string()),
-        ("bits", pa.int32()),
-        ("optimizer", pa.string()),
-        ("lr", pa.float64()),
-        ("lr_index", pa.int32()),  # level of lr within its optimizer's list (0, 1, 2)
-        ("weight_decay", pa.float64()),
-        ("depth", pa.int32()),
-        ("width", pa.int32()),
-        ("base_width", pa.int32()),
-        ("epochs", pa.int32()),
-        ("batch_size", pa.int32()),
-        ("seed", pa.int64()),
+        *CONFIG_COLUMNS,
         ("status", pa.string()),  # "done" | "diverged"
         ("train_acc", pa.float64()),  # fractions in [0, 1]
         ("test_acc", pa.float64()),
@@ -143,17 +137,8 @@ FAILURE_SCHEMA = pa.schema(
 
 def write_table_atomic(path: Path, table: pa.Table) -> None:
     """Write `table` to `path` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            pq.write_table(table, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as handle:
+        pq.write_table(table, handle)
 
 
 def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -330,11 +315,7 @@ def read_attempts(store: ResultsStore, trial_id: str) -> list[dict[str, Any]]:
 
 def write_attempts(store: ResultsStore, trial_id: str, attempts: list[dict[str, Any]]) -> None:
     """Atomically rewrite a trial's attempts log."""
-    path = store.checkpoint_dir(trial_id) / "attempts.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".attempts.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(attempts))
-    os.replace(tmp, path)
+    write_text_atomic(store.checkpoint_dir(trial_id) / "attempts.json", json.dumps(attempts))
 
 
 # ---- status --------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from qgen_sweep.atomic import write_text_atomic
 from qgen_sweep.backends import DEFAULT_TRIAL_FN, RunContext, RunSettings
 from qgen_sweep.backends.faults import ENV_VAR as FAULT_ENV
 from qgen_sweep.backends.progress import Progress
@@ -74,10 +75,8 @@ def _check_same_sweep(store: ResultsStore, spec: SweepSpec) -> None:
 
 def write_plan(store: ResultsStore, spec: SweepSpec, trials: list[PlannedTrial]) -> None:
     """Save the resolved spec and plan.parquet (atomically)."""
-    store.root.mkdir(parents=True, exist_ok=True)
-    tmp = store.spec_path.with_name(".sweep.toml.tmp")
-    tmp.write_text(f"# sweep: {spec.name}\n# spec hash: {spec.spec_hash}\n{spec.to_toml()}")
-    os.replace(tmp, store.spec_path)
+    write_text_atomic(store.spec_path,
+                      f"# sweep: {spec.name}\n# spec hash: {spec.spec_hash}\n{spec.to_toml()}")
     table = rows_to_table([t.plan_row(spec.name) for t in trials], PLAN_SCHEMA)
     write_table_atomic(store.plan_path, table)
 

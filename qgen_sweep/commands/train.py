@@ -10,8 +10,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,22 +40,15 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def _write_outputs(out: Path, summary: dict[str, Any], history: list[dict[str, Any]]) -> None:
-    _write_text_atomic(out / "result.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    from qgen_sweep.atomic import atomic_open, write_text_atomic
+
+    write_text_atomic(out / "result.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     fields = list(history[0]) if history else ["epoch"]
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".epochs.csv.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+    with atomic_open(out / "epochs.csv", "w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, out / "epochs.csv")
 
 
 def _echo_epoch(metrics: Any) -> None:

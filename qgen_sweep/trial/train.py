@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -36,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qgen_sweep.atomic import atomic_open
 from qgen_sweep.errors import QGenError, UsageError
 from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, TrialRuntime
 from qgen_sweep.trial.data import (
@@ -161,16 +160,8 @@ def _make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimi
 
 def _atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then os.replace (never a torn file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as handle:
+        torch.save(obj, handle)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
