@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 RUNS   ?= runs
 
-.PHONY: install demo test test-all test-cluster lint bench clean
+.PHONY: install demo test test-slow test-all test-cluster lint bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ demo: install
 # Fast, CPU-only tests (slow / gpu / cluster markers are deselected by default).
 test: install
 	$(PY) -m pytest -q
+
+# Tests marked slow (torch.compile on the CPU, the ASHA search): about 2 minutes on 2 cores.
+test-slow: install
+	$(PY) -m pytest -q -m slow
 
 # Everything that runs on a CPU machine, including slow tests.
 test-all: install
