@@ -21,9 +21,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from process_helpers import alive, descendants
 from sweep_helpers import failure_rows, final_rows, tiny_spec, trial_ids, write_faults
 
 from qgen_sweep.backends.launcher import LaunchOptions, check_complete, run_sweep, saved_spec
@@ -143,38 +143,6 @@ def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([*QGEN, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process below `pid` (read from /proc; psutil is not a dependency)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
-
-
-def _alive(pids: set[int]) -> set[int]:
-    """The pids that still run and could touch the store: zombies count as gone, and so do
-    Ray's dashboard / runtime-env agents, which linger a minute or two after their raylet."""
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            name = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and not name.endswith("Agent"):
-            alive.add(pid)
-    return alive
-
-
 def test_sigkill_driver_mid_sweep_then_resume(ray_cluster, tmp_path):
     root = tmp_path / "run"
     args = ["launch", "smoke", "--results-dir", str(root), "--set", "train.epochs=2",
@@ -189,7 +157,7 @@ def test_sigkill_driver_mid_sweep_then_resume(ray_cluster, tmp_path):
             time.sleep(0.2)
         with pytest.raises(StoreError, match="is locked by launch smoke"):
             run_sweep(saved_spec(root), LaunchOptions(results_dir=root), "resume smoke")
-        tree = _descendants(driver.pid)
+        tree = descendants(driver.pid)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finally:
@@ -198,9 +166,9 @@ def test_sigkill_driver_mid_sweep_then_resume(ray_cluster, tmp_path):
     finished_before = {p: p.stat().st_mtime_ns for p in store.files("trials")}
     assert 2 <= len(finished_before) < 8, "kill the driver mid-sweep"
     deadline = time.monotonic() + 60  # the killed driver's Ray workers go with it
-    while _alive(tree) and time.monotonic() < deadline:
+    while alive(tree) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _alive(tree), "Ray workers of the killed driver still run"
+    assert not alive(tree), "Ray workers of the killed driver still run"
     assert lock_holder(root) is None
     status = _cli("status", "smoke", "--results-dir", str(root), "--json")
     assert json.loads(status.stdout)["missing"] == 8 - len(list(store.files("trials")))

@@ -20,41 +20,13 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 from optuna.trial import TrialState
+from process_helpers import alive, descendants
 
 from qgen_sweep.adaptive.report import study_rows
 from qgen_sweep.adaptive.study import ATTR_TRIAL_ID, open_storage
 from qgen_sweep.store import ResultsStore, lock_holder, read_attempts
 
 QGEN = [sys.executable, "-m", "qgen_sweep.cli"]
-
-
-def _descendants(pid: int) -> set[int]:
-    """Every process below `pid`, from /proc (the killed driver's Ray processes)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
-
-
-def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            alive.add(pid)
-    return alive
 
 
 def _final_rows(store: ResultsStore) -> list[dict]:
@@ -82,14 +54,14 @@ def _kill_mid_search(root: Path, args: list[str], finished: int) -> None:
         live = json.loads(status.stdout)  # safe while the search runs
         assert live["running"]["command"] == "launch smoke-tpe"
         assert sum(r["finished"] for r in live["studies"]) >= 1
-        tree = _descendants(driver.pid)
+        tree = descendants(driver.pid)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finally:
         if driver.poll() is None:
             driver.kill()
     deadline = time.monotonic() + 60  # the killed driver's Ray processes go with it
-    while _alive(tree) and time.monotonic() < deadline:
+    while alive(tree) and time.monotonic() < deadline:
         time.sleep(0.5)
 
 
