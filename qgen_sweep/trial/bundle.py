@@ -63,6 +63,7 @@ from qgen_sweep.trial.train import (
     accumulator_dtype,
     at_least_fp32,
     l2_norm,
+    load_checkpoint,
     runtime_dtype,
     with_dtype,
 )
@@ -454,12 +455,7 @@ class _BundleState:
 
     def restore(self, path: Path) -> None:
         """Continue from last.pt."""
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a torn or foreign file: say which and how to recover
-            raise QGenError(
-                f"bundle checkpoint {path} does not load ({error}); delete it to restart"
-            ) from error
+        payload = load_checkpoint(path, "bundle checkpoint", "delete it to restart")
         if payload.get("members") != [c.to_dict() for c in self.configs]:
             raise QGenError(f"bundle checkpoint {path} holds other members; delete it to restart")
         self.model.load_state_dict(payload["model"])

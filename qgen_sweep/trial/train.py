@@ -158,6 +158,15 @@ def _make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimi
     return torch.optim.RMSprop(groups, lr=config.lr)
 
 
+def load_checkpoint(path: Path, label: str, way_out: str) -> dict[str, Any]:
+    """torch.load a training-state file; a torn or foreign file is a one-line QGenError that
+    names the file (`label` says which kind) and `way_out`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a torn or foreign file: say which and how to recover
+        raise QGenError(f"{label} {path} does not load ({error}); {way_out}") from error
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file in the same folder, then os.replace (never a torn file)."""
     with atomic_open(path) as handle:
@@ -321,12 +330,7 @@ class _TrainState:
 
     def restore(self, path: Path) -> None:
         """Continue from last.pt: model, optimizer, scheduler, RNG, best-so-far, history."""
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # a torn or foreign file: say which and how to recover
-            raise QGenError(
-                f"checkpoint {path} does not load ({error}); delete it to restart the trial"
-            ) from error
+        payload = load_checkpoint(path, "checkpoint", "delete it to restart the trial")
         _check_config(payload, self.config, path)
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
