@@ -37,6 +37,24 @@ def atomic_open(path: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO
         raise
 
 
+def remove_stale_temp_files(folder: Path) -> int:
+    """Delete the temporary files that killed writers left under `folder`; return how many.
+
+    Only call this while holding the lock that excludes every writer of `folder` (a live writer's
+    temporary file would go too). A SIGKILL between mkstemp and os.replace is the only way such a
+    file survives; its destination still holds the old content or nothing, so nothing is lost.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for tmp in folder.rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Replace `path`'s content with `text` (UTF-8) atomically."""
     with atomic_open(path, "w", encoding="utf-8") as handle:

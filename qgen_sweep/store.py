@@ -8,11 +8,13 @@ Layout (architecture.md):
     <root>/epochs/bits=B/<id>.parquet      one row per epoch (EPOCH_SCHEMA), rewritten each epoch
     <root>/measures/bits=B/<id>.parquet    generalization measures of a finished trial
     <root>/failures/<id>-<attempt>.parquet one row per failed attempt (FAILURE_SCHEMA)
+    <root>/measure_failures/<id>-<n>.parquet  one row per failed measure job
     <root>/checkpoints/<id>/               trial checkpoints (written by the trial engine)
     <root>/checkpoints/<id>/attempts.json  one entry per start of the trial (attempt, host, ...)
     <root>/corrupt/                        unreadable files moved aside by launch / resume
     <root>/ray/                            Ray Tune's own experiment folders (not the ledger)
     <root>/.lock, .lock.json               the sweep lock (flock) and who holds it
+    <root>/.measure.lock, .measure.lock.json  the lock of `qgen-sweep measure`
 
 A failed attempt writes one failure row; a trial is *failed* when it has failure rows and no
 final row (a trial that failed once and then finished keeps its failure rows as history).
@@ -40,7 +42,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from qgen_sweep.atomic import atomic_open, write_text_atomic
+from qgen_sweep.atomic import atomic_open, remove_stale_temp_files, write_text_atomic
 from qgen_sweep.errors import StoreError
 
 KINDS = ("trials", "epochs", "measures")
@@ -243,18 +245,32 @@ class SweepLock:
     process exits for any reason, SIGKILL included, so a killed launch never blocks the next one.
     `<root>/.lock.json` names the holder for the refusal message (it may be stale; the flock is the
     truth). flock is not reliable on some network file systems; run one driver per directory there.
+
+    Each lock has its writers' folders (`OWNED`): on entry, the temporary files a killed writer
+    left in them are removed (nobody else writes there while the lock is held). `measure` takes
+    its own lock (`name="measure"`), so measuring finished trials can run beside a launch.
     """
 
-    def __init__(self, root: Path, command: str) -> None:
+    OWNED = {
+        "sweep": ("trials", "epochs", "failures", "checkpoints"),
+        "measure": ("measures", "measure_failures"),
+    }
+
+    def __init__(self, root: Path, command: str, name: str = "sweep") -> None:
         from filelock import FileLock
 
+        if name not in self.OWNED:
+            raise ValueError(f"unknown lock {name!r}; expected one of {sorted(self.OWNED)}")
         self.root = Path(root)
         self.command = command
-        self._lock = FileLock(str(self.root / ".lock"), timeout=0)
+        self.name = name
+        stem = ".lock" if name == "sweep" else f".{name}.lock"
+        self._lock_path = self.root / stem
+        self._lock = FileLock(str(self._lock_path), timeout=0)
 
     @property
     def info_path(self) -> Path:
-        return self.root / ".lock.json"
+        return self._lock_path.with_name(self._lock_path.name + ".json")
 
     def __enter__(self) -> SweepLock:
         from filelock import Timeout
@@ -267,11 +283,21 @@ class SweepLock:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                 "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         self.info_path.write_text(json.dumps(info))
+        self.removed_temp_files = self._remove_stale_temp_files()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.info_path.unlink(missing_ok=True)
         self._lock.release()
+
+    def _remove_stale_temp_files(self) -> int:
+        removed = sum(remove_stale_temp_files(self.root / folder)
+                      for folder in self.OWNED[self.name])
+        if self.name == "sweep":  # plan.parquet and sweep.toml live at the top
+            for tmp in self.root.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     def _refusal(self) -> str:
         try:

@@ -28,7 +28,7 @@ from sweep_helpers import failure_rows, final_rows, tiny_spec, trial_ids, write_
 
 from qgen_sweep.backends.launcher import LaunchOptions, check_complete, run_sweep, saved_spec
 from qgen_sweep.errors import QGenError, StoreError
-from qgen_sweep.store import ResultsStore, lock_holder, read_attempts
+from qgen_sweep.store import ResultsStore, SweepLock, lock_holder, read_attempts
 
 QGEN = [sys.executable, "-m", "qgen_sweep.cli"]
 
@@ -181,3 +181,5 @@ def test_sigkill_driver_mid_sweep_then_resume(ray_cluster, tmp_path):
     assert len(trial_ids(spec)) == 8
     for path, mtime in finished_before.items():  # finished trials were not rerun
         assert path.stat().st_mtime_ns == mtime
+    torn = [p for folder in SweepLock.OWNED["sweep"] for p in (root / folder).rglob(".*.tmp")]
+    assert not torn, f"temporary files of the killed driver's writers survived resume: {torn}"

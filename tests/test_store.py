@@ -67,6 +67,56 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path):
     assert lock_holder(tmp_path) is None
 
 
+KILLED_WRITER = """
+import sys, time
+from pathlib import Path
+from qgen_sweep.atomic import atomic_open
+with atomic_open(Path(sys.argv[1])) as handle:
+    handle.write(b"half a parquet file")
+    handle.flush()
+    print("writing", flush=True)
+    time.sleep(120)
+"""
+
+
+def _killed_writer(target: Path) -> None:
+    """A real writer SIGKILLed between mkstemp and os.replace: its temporary file survives."""
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_each_lock_removes_the_temporaries_killed_writers_left_in_its_own_folders(tmp_path):
+    launch_owned = [tmp_path / "trials" / "bits=2" / "a.parquet",
+                    tmp_path / "checkpoints" / "a" / "last.pt", tmp_path / "plan.parquet"]
+    measure_owned = [tmp_path / "measures" / "bits=2" / "a.parquet"]
+    for target in launch_owned + measure_owned:
+        _killed_writer(target)
+    assert len(list(tmp_path.rglob(".*.tmp"))) == 4
+    with SweepLock(tmp_path, "resume test") as lock:
+        assert lock.removed_temp_files == 3
+    left = list(tmp_path.rglob(".*.tmp"))
+    assert [p.parent.name for p in left] == ["bits=2"] and "measures" in str(left[0])
+    with SweepLock(tmp_path, "measure", name="measure") as lock:
+        assert lock.removed_temp_files == 1
+    assert not list(tmp_path.rglob(".*.tmp"))
+    assert not any(target.exists() for target in launch_owned + measure_owned)
+
+
+def test_measure_lock_excludes_another_measure_but_not_a_launch(tmp_path):
+    proc = _holder(tmp_path)  # a launch holds the sweep lock
+    try:
+        with SweepLock(tmp_path, "measure", name="measure"), \
+                pytest.raises(StoreError, match=r"locked by measure \(pid \d+"), \
+                SweepLock(tmp_path, "measure", name="measure"):
+            pass
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def _trial_row(trial, status="done"):
     c = trial.config
     return {"trial_id": trial.trial_id, "sweep": "smoke", "dataset": c.dataset, "bits": c.bits,

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from qgen_sweep.errors import QGenError, UsageError
+from qgen_sweep.errors import QGenError, StoreError, UsageError
 
 FAMILIES = ("pacbayes", "sharpness")
 
@@ -131,16 +131,31 @@ def measure_command(sweep: str, results_dir: Path | None, only: str | None, wher
                     backend: str, address: str | None, cpus_per_task: float | None,
                     gpus_per_task: float | None, device: str | None, as_json: bool,
                     **options: Any) -> None:
-    """Compute PAC-Bayes and sharpness measures for the finished trials of SWEEP."""
-    from qgen_sweep.measures.select import pending_trials
-    from qgen_sweep.store import ResultsStore
+    """Compute PAC-Bayes and sharpness measures for the finished trials of SWEEP.
+
+    One `measure` runs per results directory at a time (it may run beside `launch`); a killed
+    run leaves nothing half-written, and the next one measures what is still missing.
+    """
+    from qgen_sweep.store import SweepLock
 
     families = _families(only)
     root = _results_dir(sweep, results_dir).resolve()  # Ray workers may run elsewhere
-    store = ResultsStore(root)
+    if not root.is_dir():
+        raise StoreError(f"no finished trials in {root} (run `qgen-sweep launch {sweep} "
+                         f"--results-dir {root}` first)")
     cpu, gpu = _resources(root, cpus_per_task, gpus_per_task)
     settings = _settings(options, families, device or _spec_device(root))
-    todo, done = pending_trials(store, families, where)
+    with SweepLock(root, "measure", name="measure"):
+        _measure(sweep, root, families, where, settings, backend, address, cpu, gpu, as_json)
+
+
+def _measure(sweep: str, root: Path, families: tuple[str, ...], where: str | None,
+             settings: dict[str, Any], backend: str, address: str | None, cpu: float,
+             gpu: float, as_json: bool) -> None:
+    from qgen_sweep.measures.select import pending_trials
+    from qgen_sweep.store import ResultsStore
+
+    todo, done = pending_trials(ResultsStore(root), families, where)
     if not as_json:
         click.echo(f"measure {sweep}: {len(todo)} to measure, {done} already measured "
                    f"({','.join(families)}) in {root}")
