@@ -49,10 +49,16 @@ def _kill_mid_search(root: Path, args: list[str], finished: int) -> None:
             assert driver.poll() is None, driver.stderr.read().decode()[-2000:]
             assert time.monotonic() < deadline, f"no {finished} trials finished in 240 s"
             time.sleep(0.2)
-        status = subprocess.run([*QGEN, "status", "smoke-tpe", "--results-dir", str(root),
-                                 "--json"], capture_output=True, text=True, timeout=120)
-        live = json.loads(status.stdout)  # safe while the search runs
-        assert live["running"]["command"] == "launch smoke-tpe"
+        # status is safe while the search runs. The driver tells the study a result a moment
+        # after the worker wrote its row, so give the journal up to a minute to catch up.
+        deadline = time.monotonic() + 60
+        while True:
+            status = subprocess.run([*QGEN, "status", "smoke-tpe", "--results-dir", str(root),
+                                     "--json"], capture_output=True, text=True, timeout=120)
+            live = json.loads(status.stdout)
+            assert live["running"]["command"] == "launch smoke-tpe"
+            if sum(r["finished"] for r in live["studies"]) >= 1 or time.monotonic() > deadline:
+                break
         assert sum(r["finished"] for r in live["studies"]) >= 1
         tree = descendants(driver.pid)
         driver.send_signal(signal.SIGKILL)

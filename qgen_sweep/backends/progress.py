@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 
@@ -22,14 +23,16 @@ class Progress:
     """Counts trial events and renders them; backends call the `on_*` methods."""
 
     def __init__(self, planned: int, already_done: int, to_run: int, stream: TextIO | None = None,
-                 interval: float = 10.0, live: bool | None = None) -> None:
+                 interval: float = 10.0, live: bool | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream or sys.stdout
+        self._now = clock  # injectable, so the tests need no sleeps
         self.planned, self.already_done, self.to_run = planned, already_done, to_run
         self.interval = interval
         self.live = self.stream.isatty() if live is None else live
         self.running: set[str] = set()
         self.done = self.diverged = self.failed = self.retries = 0
-        self.start = time.monotonic()
+        self.start = self._now()
         self._last_line = 0.0
         self._first_finish: float | None = None
         self._rich = None
@@ -78,16 +81,16 @@ class Progress:
             return "0:00"
         if finished < 2 or self._first_finish is None:
             return "--"
-        rate = (finished - 1) / max(time.monotonic() - self._first_finish, 1e-9)
+        rate = (finished - 1) / max(self._now() - self._first_finish, 1e-9)
         return _clock(left / rate)
 
     def _finished(self) -> None:
         if self._first_finish is None:
-            self._first_finish = time.monotonic()
+            self._first_finish = self._now()
 
     def line(self) -> str:
         """The status line: counts over the whole sweep, ETA from this run's throughput."""
-        elapsed = time.monotonic() - self.start
+        elapsed = self._now() - self.start
         eta = self.eta()
         total_done = self.already_done + self.done
         return (f"[{_clock(elapsed)}] {total_done + self.diverged}/{self.planned} finished "
@@ -105,7 +108,7 @@ class Progress:
             self._rich.__enter__()
         else:
             print(self.line(), file=self.stream, flush=True)
-            self._last_line = time.monotonic()
+            self._last_line = self._now()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -120,7 +123,7 @@ class Progress:
         if self._rich is not None:
             self._rich.update(self.line())
             return
-        now = time.monotonic()
+        now = self._now()
         if force or now - self._last_line >= self.interval:
             print(self.line(), file=self.stream, flush=True)
             self._last_line = now
