@@ -115,7 +115,8 @@ def test_a_killed_run_continues_where_it_stopped(smoke: Path, tmp_path: Path) ->
     assert 1 <= len(first) < 4, "the run should be killed part-way"
     stamps = {p.stem: p.stat().st_mtime_ns for p in (root / "measures").rglob("*.parquet")}
     # What a kill during a write leaves (the kill above may or may not have hit one).
-    (root / "measures" / "bits=32" / ".torn.parquet.k1ll3d.tmp").write_bytes(b"half a file")
+    folder = next((root / "measures").rglob("*.parquet")).parent
+    (folder / ".torn.parquet.k1ll3d.tmp").write_bytes(b"half a file")
     again = qgen("measure", "smoke", "--results-dir", str(root), "--backend", "local",
                  "--only", "pacbayes", *SMALL)
     assert again.returncode == 0, again.stderr
