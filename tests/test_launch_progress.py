@@ -61,3 +61,13 @@ def test_live_mode_renders_the_same_counts():
     text = out.getvalue()
     assert "trial b failed: KeyError: 'x'" in text
     assert "1/3 finished (1 done, 0 diverged this run)" in text and "1 failed" in text
+
+
+def test_pruned_trials_count_as_finished_and_are_named():
+    out = io.StringIO()
+    with Progress(planned=4, already_done=1, to_run=3, stream=out, interval=3600) as progress:
+        progress.on_start("a")
+        progress.on_complete("a", "done")
+        progress.on_complete("b", "pruned")
+    line = out.getvalue().splitlines()[-1]
+    assert "3/4 finished (1 done, 0 diverged, 1 pruned this run)" in line

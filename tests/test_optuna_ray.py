@@ -146,3 +146,10 @@ def test_asha_prunes_through_per_epoch_reports(tmp_path):
         if tid not in finals:  # unless a later suggestion of it ran to the end
             assert tid not in plan_ids
             assert not store.path("trials", tid, 32).exists()
+    # The progress line tells ASHA's stops apart from finished runs.
+    last = [ln for ln in done.stdout.splitlines() if ln.startswith("[") and " finished (" in ln][-1]
+    ray_stopped = sum(1 for t in pruned if t.intermediate_values)
+    if ray_stopped:
+        assert f"{ray_stopped} pruned this run" in last, last
+    else:
+        assert "pruned" not in last, last

@@ -31,7 +31,7 @@ class Progress:
         self.interval = interval
         self.live = self.stream.isatty() if live is None else live
         self.running: set[str] = set()
-        self.done = self.diverged = self.failed = self.retries = 0
+        self.done = self.diverged = self.pruned = self.failed = self.retries = 0
         self.start = self._now()
         self._last_line = 0.0
         self._first_finish: float | None = None
@@ -43,11 +43,14 @@ class Progress:
         self._render()
 
     def on_complete(self, trial_id: str, status: str, count: int = 1) -> None:
-        """`count` > 1: a fused bundle of that many trials finished (issue 8)."""
+        """`status`: done, diverged, or pruned (stopped early by a scheduler such as ASHA).
+        `count` > 1: a fused bundle of that many trials finished."""
         self.running.discard(trial_id)
         self._finished()
         if status == "diverged":
             self.diverged += count
+        elif status == "pruned":
+            self.pruned += count
         else:
             self.done += count
         self._render()
@@ -75,7 +78,7 @@ class Progress:
     def eta(self) -> str:
         """Time left at the throughput since the first finished trial (which also paid for
         Ray's start and the workers' imports, so it would inflate the estimate)."""
-        finished = self.done + self.diverged + self.failed
+        finished = self.done + self.diverged + self.pruned + self.failed
         left = self.to_run - finished
         if left <= 0:
             return "0:00"
@@ -93,8 +96,9 @@ class Progress:
         elapsed = self._now() - self.start
         eta = self.eta()
         total_done = self.already_done + self.done
-        return (f"[{_clock(elapsed)}] {total_done + self.diverged}/{self.planned} finished "
-                f"({self.done} done, {self.diverged} diverged this run), "
+        pruned = f", {self.pruned} pruned" if self.pruned else ""
+        return (f"[{_clock(elapsed)}] {total_done + self.diverged + self.pruned}/{self.planned} "
+                f"finished ({self.done} done, {self.diverged} diverged{pruned} this run), "
                 f"{len(self.running)} running, {self.failed} failed, {self.retries} retried, "
                 f"ETA {eta}")
 

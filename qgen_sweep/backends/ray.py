@@ -92,7 +92,9 @@ class _ProgressCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result
-        self.progress.on_complete(_tid(trial), result.get("status", "done"),
+        # A finished attempt's last result is its final row ("status"); a trial that a scheduler
+        # (ASHA) stopped ends on a per-epoch report, which has none.
+        self.progress.on_complete(_tid(trial), result.get("status", "pruned"),
                                   result.get("members", 1))
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
