@@ -16,6 +16,7 @@ from qgen_sweep.trial.bundle import (
     bundle_id,
     check_bundle,
     epoch_row_fields,
+    interrupted_bundles,
     plan_bundles,
     run_bundle,
     trial_row_fields,
@@ -146,9 +147,17 @@ def test_interrupted_bundle_resumes_to_the_same_results(bundled, tmp_path):
     with pytest.raises(Interrupt):
         run_bundle(configs, RUNTIME, tmp_path, on_epoch=stop_after_one, conv_impl="grouped")
     assert (tmp_path / f"bundle-{bundle_id(configs)}" / "last.pt").is_file()
-    resumed = run_bundle(configs, RUNTIME, tmp_path, on_epoch=lambda m: seen.extend(
+    # A resume planned with a smaller bundle size keeps the interrupted bundle whole.
+    (kept,) = interrupted_bundles(tmp_path)
+    assert sorted(kept) == sorted(c.trial_id for c in configs)
+    replanned = plan_bundles(configs, 2, keep=[kept])
+    assert [bundle_id(b) for b in replanned] == [bundle_id(configs)]
+    resumed_order = {c.trial_id: c for c in replanned[0]}
+    resumed = run_bundle(replanned[0], RUNTIME, tmp_path, on_epoch=lambda m: seen.extend(
         {x.epoch for x in m.values()}), conv_impl="grouped")
+    resumed = [resumed[list(resumed_order).index(c.trial_id)] for c in configs]
     assert seen == [1, 2]  # epoch 1 was not trained again
+    assert interrupted_bundles(tmp_path) == []  # ended: its members have results
     for config, got, want in zip(configs, resumed, clean, strict=True):
         assert_same_result(got, want, f"resumed {config.trial_id}")
     # Finished members are never trained again, also in a new bundle of other members.
@@ -180,6 +189,13 @@ def test_plan_bundles_groups_by_shared_fields_and_chunks_evenly():
     # Same unfinished set -> same bundles and ids; a finished bundle does not move the others.
     again = plan_bundles([c for b in bundles[1:] for c in b], 3)
     assert [bundle_id(b) for b in again] == [bundle_id(b) for b in bundles[1:]]
+    # An interrupted bundle stays whole only while all its members are still unfinished.
+    kept = [c.trial_id for c in grid[1:6]]
+    bundles = plan_bundles(grid, 2, keep=[kept])
+    assert [len(b) for b in bundles] == [5, 2, 1]
+    assert [c.trial_id for c in bundles[0]] == kept
+    assert [c for b in bundles[1:3] for c in b] == [grid[0], *grid[6:]]
+    assert plan_bundles(grid[2:], 3, keep=[kept]) == plan_bundles(grid[2:], 3)
     with pytest.raises(UsageError, match="bundle size must be an integer >= 1, but got 0"):
         plan_bundles(grid, 0)
 

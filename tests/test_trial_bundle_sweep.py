@@ -48,3 +48,39 @@ def test_fused_smoke_sweep_on_ray_matches_the_unfused_rows(tmp_path):
     again = qgen("launch", "smoke", *sets, "--bundle-size", "3", "--results-dir",
                  str(tmp_path / "fused"))
     assert again.returncode == 0 and "already have results" in again.stdout
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_with_another_bundle_size_continues_the_interrupted_bundle(tmp_path, capsys):
+    """A bundle of all 4 trials is interrupted after epoch 1; the resume asks for bundles of 2
+    but keeps that bundle whole, so it continues from its checkpoint instead of restarting."""
+    import dataclasses
+
+    from qgen_sweep.backends.launcher import LaunchOptions, run_sweep
+    from qgen_sweep.plan import plan
+    from qgen_sweep.trial.bundle import bundle_id, interrupted_bundles, run_bundle
+    from qgen_sweep.trial.config import TrialRuntime
+
+    spec = tiny_spec()
+    configs = [t.config for t in plan(spec)]
+    root = tmp_path / "run"
+
+    def stop_after_epoch_1(metrics):
+        raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        run_bundle(configs, TrialRuntime(**dataclasses.asdict(spec.runtime)),
+                   root / "checkpoints", on_epoch=stop_after_epoch_1)
+    assert len(interrupted_bundles(root / "checkpoints")) == 1
+    store = run_sweep(spec, LaunchOptions(results_dir=root, backend="local", bundle_size=2,
+                                          progress_interval=0.0), "resume smoke")
+    out = capsys.readouterr().out
+    assert "1 interrupted bundle(s) continue from their checkpoints" in out
+    rows = final_rows(store)
+    assert sorted(r["trial_id"] for r in rows) == sorted(trial_ids(spec))
+    assert {r["bundle_id"] for r in rows} == {bundle_id(configs)}  # not two bundles of 2
+    assert all(r["epochs_run"] == 2 for r in rows)
+    assert interrupted_bundles(root / "checkpoints") == []

@@ -133,7 +133,7 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
         runtime=_runtime_dict(spec), provenance=provenance(), trial_fn=options.trial_fn,
         fault_file=os.environ.get(FAULT_ENV) or None,
     )
-    tasks = _tasks(spec, options, pending, progress)
+    tasks = _tasks(spec, options, pending, progress, store.root / "checkpoints")
     with progress:
         if options.backend == "local":
             from qgen_sweep.backends.local import run_local
@@ -146,17 +146,22 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
 
 
 def _tasks(spec: SweepSpec, options: LaunchOptions, pending: list[PlannedTrial],
-           progress: Progress) -> list[dict]:
+           progress: Progress, checkpoints: Path) -> list[dict]:
     """One task per trial, or (engine "fused") one per bundle of unfinished trials (issue 8)."""
     size = options.bundle_size or spec.resources.bundle_size
     if spec.resources.engine != "fused" and options.bundle_size is None:
         return [task_of(t.trial_id, t.config, t.lr_index) for t in pending]
     from qgen_sweep.backends.runner import bundle_task_of
-    from qgen_sweep.trial.bundle import plan_bundles
+    from qgen_sweep.trial.bundle import interrupted_bundles, plan_bundles
 
     by_id = {t.trial_id: t for t in pending}
-    bundles = plan_bundles([t.config for t in pending], size)
+    keep = interrupted_bundles(checkpoints)
+    bundles = plan_bundles([t.config for t in pending], size, keep)
     progress.note(f"fused engine: {len(pending)} trials in {len(bundles)} bundles of up to {size}")
+    resumed = sum(1 for b in bundles if tuple(c.trial_id for c in b) in set(keep))
+    if resumed:
+        progress.note(f"fused engine: {resumed} interrupted bundle(s) continue from their "
+                      "checkpoints with their members as they were")
     return [bundle_task_of([(c.trial_id, c, by_id[c.trial_id].lr_index) for c in b])
             for b in bundles]
 

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from qgen_sweep.atomic import write_text_atomic
 from qgen_sweep.errors import QGenError, UsageError
 from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, TrialRuntime
 from qgen_sweep.trial.data import (
@@ -69,6 +70,7 @@ from qgen_sweep.trial.train import (
 )
 
 EpochCallback = Callable[[dict[str, EpochMetrics]], None]
+MEMBERS_FILE = "members.json"  # in bundle-<id>/: member trial ids in training order
 
 
 # ----------------------------------------------------------------------------- planning
@@ -87,21 +89,30 @@ def bundle_id(configs: Sequence[TrialConfig]) -> str:
 
 
 def plan_bundles(
-    configs: Sequence[TrialConfig], bundle_size: int
+    configs: Sequence[TrialConfig], bundle_size: int, keep: Sequence[Sequence[str]] = ()
 ) -> list[tuple[TrialConfig, ...]]:
     """Group `configs` into bundles of at most `bundle_size` members that can train together.
 
-    Configs are grouped by `bundle_key` (first appearance order), each group is cut into
-    ceil(n / bundle_size) chunks of near-equal size (larger first), in input order. Pass only
-    unfinished trials: the same unfinished set always gives the same bundles (and bundle ids), so
-    an interrupted bundle finds its checkpoint again.
+    `keep`: member trial ids of interrupted bundles (`interrupted_bundles`). Each one whose
+    members are all in `configs` stays one bundle, whatever `bundle_size` is now, so it continues
+    from its checkpoint instead of starting again; these come first. The other configs are grouped
+    by `bundle_key` (first appearance order), each group is cut into ceil(n / bundle_size) chunks
+    of near-equal size (larger first), in input order. Pass only unfinished trials: the same
+    unfinished set always gives the same bundles (and bundle ids).
     """
     if not isinstance(bundle_size, int) or isinstance(bundle_size, bool) or bundle_size < 1:
         raise UsageError(f"bundle size must be an integer >= 1, but got {bundle_size!r}")
-    groups: dict[tuple, list[TrialConfig]] = {}
-    for config in configs:
-        groups.setdefault(bundle_key(config), []).append(config)
+    by_id = {c.trial_id: c for c in configs}
     bundles: list[tuple[TrialConfig, ...]] = []
+    for ids in keep:
+        members = tuple(by_id[i] for i in ids if i in by_id)
+        if members and len(members) == len(ids) and len({bundle_key(c) for c in members}) == 1:
+            bundles.append(members)
+            for i in ids:
+                del by_id[i]
+    groups: dict[tuple, list[TrialConfig]] = {}
+    for config in by_id.values():
+        groups.setdefault(bundle_key(config), []).append(config)
     for members in groups.values():
         count = math.ceil(len(members) / bundle_size)
         base, extra = divmod(len(members), count)
@@ -111,6 +122,21 @@ def plan_bundles(
             bundles.append(tuple(members[start : start + size]))
             start += size
     return bundles
+
+
+def interrupted_bundles(checkpoint_dir: Path) -> list[tuple[str, ...]]:
+    """Member trial ids (training order) of each bundle under `checkpoint_dir` that has a
+    last.pt and has not ended (no member has a result.json), sorted by bundle folder."""
+    found = []
+    for folder in sorted(Path(checkpoint_dir).glob("bundle-*")):
+        try:
+            ids = tuple(json.loads((folder / MEMBERS_FILE).read_text()))
+        except (OSError, ValueError):
+            continue
+        if (folder / "last.pt").is_file() and ids and not any(
+                (Path(checkpoint_dir) / i / "result.json").is_file() for i in ids):
+            found.append(ids)
+    return found
 
 
 def check_bundle(configs: Sequence[TrialConfig]) -> None:
@@ -295,6 +321,8 @@ class _BundleState:
         folder = root / f"bundle-{self.id}" if root is not None else None
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(folder / MEMBERS_FILE,
+                              json.dumps([c.trial_id for c in self.configs]))
             if (folder / "last.pt").is_file():
                 self.restore(folder / "last.pt")
             else:
