@@ -71,3 +71,14 @@ def test_pruned_trials_count_as_finished_and_are_named():
         progress.on_complete("b", "pruned")
     line = out.getvalue().splitlines()[-1]
     assert "3/4 finished (1 done, 0 diverged, 1 pruned this run)" in line
+
+
+def test_results_of_bundles_and_stopped_trials_are_counted_by_outcome():
+    progress = Progress(planned=6, already_done=0, to_run=6, stream=io.StringIO())
+    progress.on_result("bundle-1", {"trial_id": "bundle-1", "status": "done", "members": 3,
+                                    "statuses": ["done", "diverged", "done"]})
+    progress.on_result("t", {"trial_id": "t", "status": "diverged"})
+    progress.on_result("u", {"test_loss": 1.5, "epoch": 2})  # ASHA stopped it there
+    progress.on_result("bundle-2", {"trial_id": "bundle-2", "status": "done", "members": 1,
+                                    "skipped": True})
+    assert (progress.done, progress.diverged, progress.pruned) == (3, 2, 1)

@@ -29,5 +29,5 @@ def run_local(tasks: list[dict[str, Any]], ctx: RunContext, settings: RunSetting
                 else:
                     progress.on_retry(trial_id, reason)
                 continue
-            progress.on_complete(trial_id, summary["status"], summary.get("members", 1))
+            progress.on_result(trial_id, summary)
             break

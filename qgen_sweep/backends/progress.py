@@ -55,6 +55,20 @@ class Progress:
             self.done += count
         self._render()
 
+    def on_result(self, trial_id: str, summary: dict) -> None:
+        """A task's last result (`runner.run_one`'s summary): one trial, or a fused bundle whose
+        `statuses` list its members' outcomes. A result without a status is a per-epoch report
+        that a scheduler (ASHA) stopped the trial at: pruned."""
+        if "status" not in summary:
+            self.on_complete(trial_id, "pruned")
+            return
+        statuses = list(summary.get("statuses") or [])
+        members = int(summary.get("members", 1))
+        for status in sorted(set(statuses)):
+            self.on_complete(trial_id, status, statuses.count(status))
+        if members > len(statuses):  # a single trial, or members that had results already
+            self.on_complete(trial_id, summary["status"], members - len(statuses))
+
     def on_retry(self, trial_id: str, reason: str) -> None:
         self.running.discard(trial_id)
         self.retries += 1

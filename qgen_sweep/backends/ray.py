@@ -91,11 +91,7 @@ class _ProgressCallback(tune.Callback):
         self.progress.on_start(_tid(trial))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        result = trial.last_result
-        # A finished attempt's last result is its final row ("status"); a trial that a scheduler
-        # (ASHA) stopped ends on a per-epoch report, which has none.
-        self.progress.on_complete(_tid(trial), result.get("status", "pruned"),
-                                  result.get("members", 1))
+        self.progress.on_result(_tid(trial), trial.last_result)
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         self.progress.on_retry(_tid(trial), self._reason(trial))
