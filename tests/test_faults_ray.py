@@ -110,6 +110,32 @@ def test_killed_trial_continues_from_its_checkpoint(faulty_run):
     assert sorted(e["epoch"] for e in epochs if e["trial_id"] == c) == [1, 2, 3]
 
 
+def test_killed_bundle_continues_from_its_checkpoint_with_every_member(ray_cluster, tmp_path):
+    """A fused bundle of all 4 trials; one member's fault SIGKILLs the worker after epoch 2.
+    Ray retries the bundle, which continues at epoch 3 for every member; each member has a
+    WorkerDied failure row for attempt 1 and one final row."""
+    spec = tiny_spec("train.epochs=3")
+    ids = trial_ids(spec)
+    faults = write_faults(tmp_path / "faults.json",
+                          [{"trial_id": ids[1], "epoch": 2, "times": 1, "action": "kill"}])
+    os.environ["QGEN_FAULT_INJECTION"] = str(faults)
+    try:
+        store = run_sweep(spec, LaunchOptions(results_dir=tmp_path / "run", bundle_size=4,
+                                              progress_interval=0), "launch smoke",
+                          stream=io.StringIO())
+    finally:
+        del os.environ["QGEN_FAULT_INJECTION"]
+    rows = {r["trial_id"]: r for r in final_rows(store)}
+    assert sorted(rows) == sorted(ids)
+    assert len({r["bundle_id"] for r in rows.values()}) == 1
+    died = sorted((f["trial_id"], f["attempt"], f["error_type"]) for f in failure_rows(store))
+    assert died == sorted((tid, 1, "WorkerDied") for tid in ids)
+    for tid in ids:
+        assert rows[tid]["attempts"] == 2 and rows[tid]["epochs_run"] == 3
+        attempts = read_attempts(store, tid)
+        assert [(x["attempt"], x["first_epoch"]) for x in attempts] == [(1, 1), (2, 3)]
+
+
 def test_truncated_parquet_is_reported_by_status_and_rerun_by_resume(faulty_run, tmp_path):
     source, spec, (a, b, c, d), _ = faulty_run
     root = tmp_path / "run"

@@ -11,7 +11,8 @@ attempt that trains epoch k only: use epoch 0 to make every attempt of a trial f
 `times`: how often the fault fires in total (an integer, or "always"). `action`: "raise"
 (InjectedFault, an ordinary exception: Ray retries it) or "kill" (SIGKILL of the process running
 the trial: the worker dies mid-training). The number of firings is kept on disk next to the JSON
-file (`<file>.fired/`), so retries in new processes see it. Never set this in real runs.
+file (`<file>.fired/`), so retries in new processes see it. In a fused bundle a member's fault
+fails the whole bundle's attempt, as a real crash would. Never set this in real runs.
 """
 
 from __future__ import annotations

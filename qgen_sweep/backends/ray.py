@@ -100,8 +100,14 @@ class _ProgressCallback(tune.Callback):
         self.progress.on_fail(_tid(trial), self._reason(trial))
 
     def _reason(self, trial) -> str:
-        """The attempt's failure row; written here when the worker died before writing it."""
+        """The attempt's failure row; written here when the worker died before writing it (for a
+        fused bundle, one row per member: they all died with it)."""
         task = trial.config["task"]
+        reasons = [self._member_reason(trial, member) for member in task.get("bundle", [task])
+                   if not self.store.path("trials", member["trial_id"], member["bits"]).exists()]
+        return reasons[0] if reasons else "see `qgen-sweep status`"
+
+    def _member_reason(self, trial, task: dict[str, Any]) -> str:
         attempt = len(read_attempts(self.store, task["trial_id"]))
         path = self.store.failure_path(task["trial_id"], attempt)
         if attempt and not path.exists():

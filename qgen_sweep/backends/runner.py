@@ -212,15 +212,25 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     attempts = {m["trial_id"]: _start_attempt(store, m["trial_id"]) for m in todo}
     rows = {m["trial_id"]: _existing_epochs(store, m["trial_id"], m["bits"]) for m in todo}
     bits = {m["trial_id"]: int(m["bits"]) for m in todo}
+    faults = FaultPlan.load(ctx.fault_file)  # a fault in any member fails the bundle's attempt
 
     def on_epoch(by_id: dict[str, EpochMetrics]) -> None:
         for trial_id, metrics in by_id.items():
             kept = [r for r in rows[trial_id] if r["epoch"] < metrics.epoch]
             rows[trial_id] = kept + [epoch_row(metrics)]
             store.write_epochs(trial_id, bits[trial_id], rows[trial_id])
+            if attempts[trial_id][-1]["first_epoch"] is None:  # where this attempt started
+                attempts[trial_id][-1]["first_epoch"] = metrics.epoch
+                write_attempts(store, trial_id, attempts[trial_id])
+        for trial_id, metrics in by_id.items():
+            if faults is not None:
+                faults.check(trial_id, epoch=metrics.epoch)
 
     runtime = TrialRuntime(**ctx.runtime)
     try:
+        if faults is not None:
+            for m in todo:
+                faults.check(m["trial_id"], epoch=0)
         results = run_bundle(configs, runtime, store.root / "checkpoints", on_epoch)
     except Exception as error:
         for m in todo:
