@@ -45,9 +45,11 @@ from qgen_sweep.trial.config import (
     AMP_MODES,
     AUGMENTATIONS,
     BITS,
+    COMPILE_MODES,
     DATASETS,
     FIRST_LAST_POLICIES,
     OPTIMIZERS,
+    RUNTIME_DTYPES,
     TrialRuntime,
 )
 
@@ -425,6 +427,11 @@ def _parse_runtime(problems: _Problems, table: Any) -> TrialRuntime:
         problems.add("runtime.device",
                      f"{values['device']!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
         del values["device"]
+    for name, allowed in (("dtype", RUNTIME_DTYPES), ("compile", COMPILE_MODES)):
+        if name in values and values[name] not in allowed:
+            problems.add(f"runtime.{name}",
+                         f"{values[name]!r} is not allowed; allowed: {', '.join(allowed)}")
+            del values[name]
     return TrialRuntime(**values)
 
 

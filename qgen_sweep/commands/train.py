@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from qgen_sweep.errors import UsageError
-from qgen_sweep.trial.config import TrialConfig, TrialRuntime
+from qgen_sweep.trial.config import COMPILE_MODES, TrialConfig, TrialRuntime
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
 _RUNTIME = TrialRuntime()
@@ -94,7 +94,8 @@ def _echo_epoch(metrics: Any) -> None:
               show_default=True)
 @click.option("--eval-test-every", type=click.IntRange(min=0), default=_RUNTIME.eval_test_every,
               show_default=True, help="Test-set curve every N epochs (0 = never).")
-@click.option("--compile", "compile_mode", default=None, help="torch.compile mode, e.g. default.")
+@click.option("--compile", "compile_mode", type=click.Choice(COMPILE_MODES), default=None,
+              help="Compile the model with torch.compile in this mode (default: eager).")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,

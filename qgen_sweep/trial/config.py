@@ -129,6 +129,11 @@ class TrialConfig:
         return {"cifar10": 10, "cifar100": 100, "digits": 10}[self.dataset]
 
 
+# Values a runtime may take (checked by the spec parser, before any trial starts).
+RUNTIME_DTYPES = ("float32", "float64")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass(frozen=True)
 class TrialRuntime:
     """Where and how fast a trial runs; never changes the result beyond float tolerance."""
@@ -138,7 +143,7 @@ class TrialRuntime:
     download: bool = False  # let torchvision fetch CIFAR (needs internet)
     eval_batch_size: int = 1024
     eval_test_every: int = 1  # evaluate the clean test set every N epochs for curves (0 = never)
-    compile: str | None = None  # torch.compile mode, e.g. "default", "max-autotune"; None = eager
+    compile: str | None = None  # a COMPILE_MODES torch.compile mode; None = eager
     channels_last: bool = False
     threads: int | None = None  # torch.set_num_threads on CPU; None = leave as is
     # Parameter/data dtype: "float64" makes fused-vs-unfused equivalence exact to ~1e-10 on the

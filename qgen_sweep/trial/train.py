@@ -370,7 +370,7 @@ class _TrainState:
         )
 
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64}  # keys: config.RUNTIME_DTYPES
 
 
 def runtime_dtype(runtime: TrialRuntime) -> torch.dtype:
