@@ -82,3 +82,18 @@ def test_results_of_bundles_and_stopped_trials_are_counted_by_outcome():
     progress.on_result("bundle-2", {"trial_id": "bundle-2", "status": "done", "members": 1,
                                     "skipped": True})
     assert (progress.done, progress.diverged, progress.pruned) == (3, 2, 1)
+
+
+def test_eta_of_bundles_counts_from_the_first_bundle():
+    """Members of a fused bundle finish at one instant: the first bundle sets the start of the
+    rate, it is not a rate of its own (that would say 0:00 with most of the sweep to go)."""
+    now = [0.0]
+    progress = Progress(planned=24, already_done=0, to_run=24, stream=io.StringIO(),
+                        clock=lambda: now[0])
+    now[0] = 30.0
+    progress.on_result("b1", {"status": "done", "members": 8, "statuses": ["done"] * 8})
+    assert progress.eta() == "--"
+    now[0] = 40.0
+    progress.on_result("b2", {"status": "done", "members": 8,
+                              "statuses": ["done"] * 7 + ["diverged"]})
+    assert progress.eta() == "0:10"  # 8 left at 8 per 10 s

@@ -35,6 +35,7 @@ class Progress:
         self.start = self._now()
         self._last_line = 0.0
         self._first_finish: float | None = None
+        self._first_count = 0
         self._rich = None
 
     # ---- events --------------------------------------------------------------------------------
@@ -45,29 +46,33 @@ class Progress:
     def on_complete(self, trial_id: str, status: str, count: int = 1) -> None:
         """`status`: done, diverged, or pruned (stopped early by a scheduler such as ASHA).
         `count` > 1: a fused bundle of that many trials finished."""
-        self.running.discard(trial_id)
-        self._finished()
-        if status == "diverged":
-            self.diverged += count
-        elif status == "pruned":
-            self.pruned += count
-        else:
-            self.done += count
-        self._render()
+        self._record(trial_id, {status: count})
 
     def on_result(self, trial_id: str, summary: dict) -> None:
         """A task's last result (`runner.run_one`'s summary): one trial, or a fused bundle whose
         `statuses` list its members' outcomes. A result without a status is a per-epoch report
         that a scheduler (ASHA) stopped the trial at: pruned."""
         if "status" not in summary:
-            self.on_complete(trial_id, "pruned")
+            self._record(trial_id, {"pruned": 1})
             return
         statuses = list(summary.get("statuses") or [])
-        members = int(summary.get("members", 1))
-        for status in sorted(set(statuses)):
-            self.on_complete(trial_id, status, statuses.count(status))
-        if members > len(statuses):  # a single trial, or members that had results already
-            self.on_complete(trial_id, summary["status"], members - len(statuses))
+        counts = {status: statuses.count(status) for status in sorted(set(statuses))}
+        rest = int(summary.get("members", 1)) - len(statuses)
+        if rest > 0:  # a single trial, or members that had results already
+            counts[summary["status"]] = counts.get(summary["status"], 0) + rest
+        self._record(trial_id, counts)
+
+    def _record(self, trial_id: str, counts: dict[str, int]) -> None:
+        self.running.discard(trial_id)
+        for status, count in counts.items():
+            if status == "diverged":
+                self.diverged += count
+            elif status == "pruned":
+                self.pruned += count
+            else:
+                self.done += count
+        self._finished()
+        self._render()
 
     def on_retry(self, trial_id: str, reason: str) -> None:
         self.running.discard(trial_id)
@@ -76,8 +81,8 @@ class Progress:
 
     def on_fail(self, trial_id: str, reason: str) -> None:
         self.running.discard(trial_id)
-        self._finished()
         self.failed += 1
+        self._finished()
         self.note(f"trial {trial_id} failed: {reason}")
         self._render(force=True)
 
@@ -92,18 +97,25 @@ class Progress:
     def eta(self) -> str:
         """Time left at the throughput since the first finished trial (which also paid for
         Ray's start and the workers' imports, so it would inflate the estimate)."""
-        finished = self.done + self.diverged + self.pruned + self.failed
+        finished = self._finished_count()
         left = self.to_run - finished
         if left <= 0:
             return "0:00"
-        if finished < 2 or self._first_finish is None:
+        since_first = finished - self._first_count  # a fused bundle's members finish at once
+        if self._first_finish is None or since_first < 1:
             return "--"
-        rate = (finished - 1) / max(self._now() - self._first_finish, 1e-9)
+        rate = since_first / max(self._now() - self._first_finish, 1e-9)
         return _clock(left / rate)
 
+    def _finished_count(self) -> int:
+        return self.done + self.diverged + self.pruned + self.failed
+
     def _finished(self) -> None:
+        """Called after the counts changed: remember when (and at what count) the first
+        task finished."""
         if self._first_finish is None:
             self._first_finish = self._now()
+            self._first_count = self._finished_count()
 
     def line(self) -> str:
         """The status line: counts over the whole sweep, ETA from this run's throughput."""
