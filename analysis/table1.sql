@@ -4,6 +4,8 @@
 --   failed     trials with a failed attempt and no final row (counted, excluded)
 --   <metric>_mean / <metric>_std: mean and sample standard deviation (n - 1 denominator) over the
 --   done trials; accuracies in percent, losses and gap (test loss - train loss) in nats.
+--   gap_median: the median gap of the done trials (robust to a few collapsed runs whose huge
+--   finite losses dominate the mean).
 -- Reads the views of views.sql only.
 WITH failed AS (
     SELECT DISTINCT
@@ -45,7 +47,8 @@ SELECT
     avg(test_loss) FILTER (WHERE status = 'done') AS test_loss_mean,
     stddev_samp(test_loss) FILTER (WHERE status = 'done') AS test_loss_std,
     avg(gap) FILTER (WHERE status = 'done') AS gap_mean,
-    stddev_samp(gap) FILTER (WHERE status = 'done') AS gap_std
+    stddev_samp(gap) FILTER (WHERE status = 'done') AS gap_std,
+    median(gap) FILTER (WHERE status = 'done') AS gap_median
 FROM outcomes
 GROUP BY sweep, dataset, bits
 ORDER BY sweep, dataset, precision_order(bits)

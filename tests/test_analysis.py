@@ -366,6 +366,13 @@ def test_wilcoxon_matches_exact_hand_values():
     assert math.isnan(stats.wilcoxon_p([]))
 
 
+def test_median_difference_is_robust_to_a_collapsed_run():
+    summary = stats.paired_summary([0.1, 0.2, 0.3, 1e9])  # one run with a huge finite loss
+    assert summary["median_diff"] == pytest.approx(0.25)
+    assert summary["ci_high"] > 1e8  # the mean's interval is at the mercy of that run
+    assert math.isnan(stats.paired_summary([])["median_diff"])
+
+
 def test_bootstrap_is_seeded_and_degenerate_cases_are_exact():
     diffs = [0.3, -0.1, 0.2, 0.5, 0.05, -0.2, 0.4]
     assert stats.bootstrap_ci(diffs) == stats.bootstrap_ci(diffs)
@@ -415,6 +422,9 @@ def test_table1_equals_hand_computed(known):
         for metric, (mean, sd) in zip(METRICS, pairs, strict=True):
             assert row[f"{metric}_mean"] == pytest.approx(mean, rel=1e-9, abs=1e-12), metric
             assert row[f"{metric}_std"] == pytest.approx(sd, rel=1e-9, abs=1e-12), metric
+    # gaps of the done trials: FP32 .4 .5 .6, Int8 .39 .48 .57, Int4 .36 .44, Int2 .45 .1
+    medians = {32: 0.5, 8: 0.48, 4: 0.40, 2: 0.275}
+    assert {r["bits"]: r["gap_median"] for r in table1} == pytest.approx(medians, abs=1e-12)
 
 
 PAIRED = {  # (bits, metric): n_pairs, mean diff, exact two-sided Wilcoxon p, bootstrap CI
@@ -437,6 +447,9 @@ def test_paired_statistics_equal_hand_computed(known):
         row = _by(paired, bits=bits, metric=metric)
         assert row["n_pairs"] == n
         assert row["mean_diff"] == pytest.approx(mean, abs=1e-12)
+        # Int8 test acc diffs are +1, +2, -3 pp (mean 0, median 1); elsewhere median = mean.
+        median = 1.0 if (bits, metric) == (8, "test_acc") else mean
+        assert row["median_diff"] == pytest.approx(median, abs=1e-12)
         assert row["p_value"] == pytest.approx(p, abs=1e-12)
         # n <= 3 pairs: the extreme resample means each have probability >= 1/27 > 2.5%, so
         # the 2.5th and 97.5th percentiles of 2,000 resamples are the smallest and largest diff.

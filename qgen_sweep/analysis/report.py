@@ -171,18 +171,19 @@ def progress_line(row: dict[str, Any]) -> str:
 
 def _md_table1(rows: list[dict[str, Any]]) -> list[str]:
     header = ["precision", "n", "diverged", "failed", "train acc %", "test acc %"]
-    header += ["train loss", "test loss", "gap"]
+    header += ["train loss", "test loss", "gap", "gap median"]
     body = [
         [r["precision"], str(r["n"]), str(r["diverged"]), str(r["failed"])]
         + [_pm(r[f"{m}_mean"], r[f"{m}_std"], 2) for m in ("train_acc", "test_acc")]
         + [_pm(r[f"{m}_mean"], r[f"{m}_std"], 3) for m in ("train_loss", "test_loss", "gap")]
+        + [_num(r["gap_median"], 3)]
         for r in rows
     ]
     return _md_table(header, body)
 
 
 def _md_paired(rows: list[dict[str, Any]]) -> list[str]:
-    header = ["precision", "metric", "pairs", "mean diff", "95% CI", "Wilcoxon p"]
+    header = ["precision", "metric", "pairs", "mean diff", "95% CI", "median diff", "Wilcoxon p"]
     body = [
         [
             r["precision"],
@@ -190,6 +191,7 @@ def _md_paired(rows: list[dict[str, Any]]) -> list[str]:
             str(r["n_pairs"]),
             _num(r["mean_diff"], 4),
             f"[{_num(r['ci_low'], 4)}, {_num(r['ci_high'], 4)}]",
+            _num(r["median_diff"], 4),
             _p(r["p_value"]),
         ]
         for r in rows
@@ -234,9 +236,11 @@ def to_markdown(report: dict[str, Any]) -> str:
             "",
             progress_line(progress),
         ]
-        lines += ["", "## Table 1: final metrics per precision (mean ± sd over done trials)", ""]
+        lines += ["", "## Table 1: final metrics per precision "
+                  "(mean ± sd over done trials, and the median gap)", ""]
         lines += _md_table1(_by_sweep(report["table1"], sweep))
-        lines += ["", "## Paired with the FP32 twin (Int-b minus FP32; bootstrap 95% CI)", ""]
+        lines += ["", "## Paired with the FP32 twin "
+                  "(Int-b minus FP32; bootstrap 95% CI of the mean)", ""]
         paired = _by_sweep(report["paired"], sweep)
         lines += _md_paired(paired) if paired else ["(no Int-b model with a done FP32 twin yet)"]
         lines += ["", "## Table 2: weight L2 norm per precision (mean ± sd)", ""]
