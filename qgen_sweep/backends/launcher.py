@@ -158,7 +158,8 @@ def _tasks(spec: SweepSpec, options: LaunchOptions, pending: list[PlannedTrial],
     keep = interrupted_bundles(checkpoints)
     bundles = plan_bundles([t.config for t in pending], size, keep)
     progress.note(f"fused engine: {len(pending)} trials in {len(bundles)} bundles of up to {size}")
-    resumed = sum(1 for b in bundles if tuple(c.trial_id for c in b) in set(keep))
+    kept = set(keep)
+    resumed = sum(1 for b in bundles if tuple(c.trial_id for c in b) in kept)
     if resumed:
         progress.note(f"fused engine: {resumed} interrupted bundle(s) continue from their "
                       "checkpoints with their members as they were")

@@ -63,19 +63,14 @@ def run_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
 
 def _train(task: dict[str, Any], ctx: RunContext, store: ResultsStore, config: TrialConfig,
            attempts: list[dict[str, Any]]) -> TrialResult:
-    trial_id, bits = task["trial_id"], int(task["bits"])
+    trial_id = task["trial_id"]
     faults = FaultPlan.load(ctx.fault_file)
     if faults is not None:
         faults.check(trial_id, epoch=0)
-    rows = _existing_epochs(store, trial_id, bits)
+    log = _EpochLog(store, trial_id, int(task["bits"]), attempts)
 
     def on_epoch(metrics: EpochMetrics) -> None:
-        nonlocal rows
-        rows = [r for r in rows if r["epoch"] < metrics.epoch] + [epoch_row(metrics)]
-        store.write_epochs(trial_id, bits, rows)
-        if attempts[-1]["first_epoch"] is None:  # record where this attempt started training
-            attempts[-1]["first_epoch"] = metrics.epoch
-            write_attempts(store, trial_id, attempts)
+        log.record(metrics)
         if faults is not None:
             faults.check(trial_id, epoch=metrics.epoch)
 
@@ -87,6 +82,23 @@ def load_trial_fn(path: str) -> Callable[..., TrialResult]:
     """Import "module:function" (the trial engine, or a no-op engine for benchmarks)."""
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+class _EpochLog:
+    """One trial's epoch rows and attempts log, rewritten as each epoch ends (single trials and
+    bundle members alike)."""
+
+    def __init__(self, store: ResultsStore, trial_id: str, bits: int,
+                 attempts: list[dict[str, Any]]) -> None:
+        self.store, self.trial_id, self.bits, self.attempts = store, trial_id, bits, attempts
+        self.rows = _existing_epochs(store, trial_id, bits)
+
+    def record(self, metrics: EpochMetrics) -> None:
+        self.rows = [r for r in self.rows if r["epoch"] < metrics.epoch] + [epoch_row(metrics)]
+        self.store.write_epochs(self.trial_id, self.bits, self.rows)
+        if self.attempts[-1]["first_epoch"] is None:  # where this attempt started training
+            self.attempts[-1]["first_epoch"] = metrics.epoch
+            write_attempts(self.store, self.trial_id, self.attempts)
 
 
 def _start_attempt(store: ResultsStore, trial_id: str) -> list[dict[str, Any]]:
@@ -210,19 +222,14 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                 "members": len(task["bundle"])}
     configs = [TrialConfig.from_dict(m["config"]) for m in todo]
     attempts = {m["trial_id"]: _start_attempt(store, m["trial_id"]) for m in todo}
-    rows = {m["trial_id"]: _existing_epochs(store, m["trial_id"], m["bits"]) for m in todo}
     bits = {m["trial_id"]: int(m["bits"]) for m in todo}
+    logs = {tid: _EpochLog(store, tid, bits[tid], attempts[tid]) for tid in bits}
     faults = FaultPlan.load(ctx.fault_file)  # a fault in any member fails the bundle's attempt
 
     def on_epoch(by_id: dict[str, EpochMetrics]) -> None:
         for trial_id, metrics in by_id.items():
-            kept = [r for r in rows[trial_id] if r["epoch"] < metrics.epoch]
-            rows[trial_id] = kept + [epoch_row(metrics)]
-            store.write_epochs(trial_id, bits[trial_id], rows[trial_id])
-            if attempts[trial_id][-1]["first_epoch"] is None:  # where this attempt started
-                attempts[trial_id][-1]["first_epoch"] = metrics.epoch
-                write_attempts(store, trial_id, attempts[trial_id])
-        for trial_id, metrics in by_id.items():
+            logs[trial_id].record(metrics)
+        for trial_id, metrics in by_id.items():  # after every member's rows are written
             if faults is not None:
                 faults.check(trial_id, epoch=metrics.epoch)
 
