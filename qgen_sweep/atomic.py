@@ -37,8 +37,9 @@ def atomic_open(path: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO
         raise
 
 
-def remove_stale_temp_files(folder: Path) -> int:
-    """Delete the temporary files that killed writers left under `folder`; return how many.
+def remove_stale_temp_files(folder: Path, recursive: bool = True) -> int:
+    """Delete the temporary files that killed writers left under `folder` (in `folder` alone
+    when not `recursive`); return how many.
 
     Only call this while holding the lock that excludes every writer of `folder` (a live writer's
     temporary file would go too). A SIGKILL between mkstemp and os.replace is the only way such a
@@ -48,7 +49,7 @@ def remove_stale_temp_files(folder: Path) -> int:
     if not folder.is_dir():
         return 0
     removed = 0
-    for tmp in folder.rglob(".*.tmp"):
+    for tmp in (folder.rglob if recursive else folder.glob)(".*.tmp"):
         if tmp.is_file():
             tmp.unlink(missing_ok=True)
             removed += 1

@@ -294,9 +294,7 @@ class SweepLock:
         removed = sum(remove_stale_temp_files(self.root / folder)
                       for folder in self.OWNED[self.name])
         if self.name == "sweep":  # plan.parquet and sweep.toml live at the top
-            for tmp in self.root.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-                removed += 1
+            removed += remove_stale_temp_files(self.root, recursive=False)
         return removed
 
     def _refusal(self) -> str:

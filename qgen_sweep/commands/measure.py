@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from qgen_sweep.errors import QGenError, StoreError, UsageError
+from qgen_sweep.errors import QGenError, UsageError
 
 FAMILIES = ("pacbayes", "sharpness")
 
@@ -136,13 +136,13 @@ def measure_command(sweep: str, results_dir: Path | None, only: str | None, wher
     One `measure` runs per results directory at a time (it may run beside `launch`); a killed
     run leaves nothing half-written, and the next one measures what is still missing.
     """
+    from qgen_sweep.measures.select import no_finished_trials
     from qgen_sweep.store import SweepLock
 
     families = _families(only)
     root = _results_dir(sweep, results_dir).resolve()  # Ray workers may run elsewhere
-    if not root.is_dir():
-        raise StoreError(f"no finished trials in {root} (run `qgen-sweep launch {sweep} "
-                         f"--results-dir {root}` first)")
+    if not root.is_dir():  # checked before the lock, which would create the directory
+        raise no_finished_trials(root, sweep)
     cpu, gpu = _resources(root, cpus_per_task, gpus_per_task)
     settings = _settings(options, families, device or _spec_device(root))
     with SweepLock(root, "measure", name="measure"):

@@ -8,6 +8,7 @@ lacks one of the requested families.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -18,16 +19,19 @@ from qgen_sweep.store import ResultsStore
 JOB_COLUMNS = ("trial_id", "bits", "sweep", "dataset", "config_json")
 
 
+def no_finished_trials(root: Path, sweep: str = "SWEEP") -> StoreError:
+    """The error for a results directory with nothing to measure (missing or empty)."""
+    return StoreError(f"no finished trials in {root} (run `qgen-sweep launch {sweep} "
+                      f"--results-dir {root}` first)")
+
+
 def eligible_trials(store: ResultsStore, where: str | None = None) -> list[dict[str, Any]]:
     """Finished ('done') trials of `store` matching the SQL condition `where`, by (bits, id)."""
     import duckdb
 
     table = store.read("trials")
     if table is None:
-        raise StoreError(
-            f"no finished trials in {store.root} (run `qgen-sweep launch SWEEP "
-            f"--results-dir {store.root}` first)"
-        )
+        raise no_finished_trials(store.root)
     con = duckdb.connect()
     con.register("trials", table)
     condition = f"({where})" if where and where.strip() else "TRUE"
