@@ -152,14 +152,14 @@ def test_writes_fail_and_the_store_is_unchanged(runs, env, tmp_path, sql):
     before = snapshot(store)
     out = store / "leak.csv"
     result = qgen(env, "query", "--results-dir", str(store), sql.format(out=out))
-    assert result.returncode == 1
+    assert result.returncode == 2  # the SQL is the user's input: a refusal is a usage error
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert snapshot(store) == before
 
 
 def test_bad_query_prints_duckdb_message_on_one_line(runs, env):
     result = qgen(env, "query", "--results-dir", str(runs), "SELECT nope FROM trials")
-    assert result.returncode == 1
+    assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nope" in lines[0]
 

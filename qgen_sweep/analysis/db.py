@@ -2,10 +2,11 @@
 
 The Parquet files of every store under a results directory are loaded into in-memory tables
 `raw_<kind>` (with a `sweep` column), then file access is switched off and the configuration
-locked, then analysis/views.sql (and analysis/measures*.sql when measures exist) define the named
-views over those tables. Nothing the connection runs afterwards can read or write a file, so the
-results directory cannot be modified through it. The header of analysis/views.sql is the contract
-for SQL files that add views.
+locked (with a memory limit well under the machine's), then analysis/views.sql (and
+analysis/measures*.sql when measures exist) define the named views over those tables. Nothing the
+connection runs afterwards can read or write a file, so the results directory cannot be modified
+through it; user SQL reaches it only through qgen_sweep.analysis.sandbox. The header of
+analysis/views.sql is the contract for SQL files that add views.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from qgen_sweep.analysis import cache
+from qgen_sweep.analysis import cache, sandbox
 from qgen_sweep.analysis._duck import execute
 from qgen_sweep.errors import QGenError, StoreError
 from qgen_sweep.resources import data_dir
@@ -36,9 +37,9 @@ KINDS: dict[str, pa.Schema | None] = {
     "measures": None,
 }
 _STORE_MARKERS = ("plan.parquet", "sweep.toml", "trials", "epochs", "failures", "measures")
-# Statement types `run_query` accepts: reading only (DESCRIBE / SHOW / SUMMARIZE parse as SELECT).
-_READ_ONLY_TYPES = ("SELECT", "EXPLAIN")
-_EXPLAIN_PREFIX = re.compile(r"^\s*EXPLAIN\s+(ANALY[SZ]E\s+)?(\([^)]*\)\s*)?", re.IGNORECASE)
+# DuckDB's default memory limit is 80% of RAM; an analysis connection gets a quarter (a query
+# over ~2,000 trials needs tens of MB), so a runaway user query fails before the machine swaps.
+MEMORY_FRACTION = 0.25
 
 
 @dataclass(frozen=True)
@@ -182,13 +183,29 @@ def connect(
     for kind in KINDS:
         loaded = _load_kind(con, stores if kind in wanted else [], kind)
         has_measures = has_measures or (kind == "measures" and loaded)
-    execute(con, "SET enable_external_access = false")
-    execute(con, "SET lock_configuration = true")
+    _lock_down(con)
     _run_script(con, sql_file("views.sql"))
     if has_measures:
         for path in sorted(data_dir("analysis").glob("measures*.sql")):
             _run_script(con, path)
     return con
+
+
+def memory_limit_bytes() -> int:
+    """The memory limit of an analysis connection: MEMORY_FRACTION of physical memory."""
+    import os
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return max(256 << 20, int(total * MEMORY_FRACTION))
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
+    """The sandbox: memory limit, no spilling, no progress bar, no file access, settings locked."""
+    execute(con, f"SET memory_limit = '{memory_limit_bytes() // (1 << 20)}MiB'")
+    execute(con, "SET temp_directory = ''")  # never spill into the working directory
+    execute(con, "SET enable_progress_bar = false")
+    execute(con, "SET enable_external_access = false")
+    execute(con, "SET lock_configuration = true")
 
 
 def kinds_for_query(sql: str) -> set[str]:
@@ -206,60 +223,15 @@ def kinds_for_query(sql: str) -> set[str]:
     return kinds
 
 
-def _read_only_statement(sql: str) -> str:
-    """The one read-only statement in `sql` (SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE,
-    EXPLAIN); anything else (DELETE, COPY, CREATE, ATTACH, SET, several statements) is refused.
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, limit: int = 0,
+              timeout: float | None = sandbox.DEFAULT_TIMEOUT_S) -> tuple[list[str], list[tuple]]:
+    """Run one read-only statement (qgen_sweep.analysis.sandbox); return (column names, rows).
+
+    `limit` caps the rows (0 = all). A refused statement or a DuckDB error of the SQL is a
+    UsageError with the message on one line (exit 2).
     """
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as error:
-        raise QGenError(_one_line(error)) from error
-    if len(statements) != 1:
-        raise QGenError(
-            f"query takes exactly one SQL statement, but got {len(statements)} "
-            "(run them one at a time)"
-        )
-    kind, text = statements[0].type.name, statements[0].query
-    while kind == "EXPLAIN":
-        # EXPLAIN ANALYZE runs its statement: what it explains must be read-only too.
-        text = _EXPLAIN_PREFIX.sub("", text, count=1)
-        inner = duckdb.extract_statements(text) if text.strip() else []
-        if not inner:
-            break
-        kind = inner[0].type.name
-    if kind not in _READ_ONLY_TYPES:
-        raise QGenError(
-            f"query is read-only: {kind} statements are not allowed, only SELECT "
-            "(also WITH / DESCRIBE / SHOW / SUMMARIZE / EXPLAIN); export with --output FILE"
-        )
-    return statements[0].query
-
-
-def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run one read-only statement; return (column names, rows).
-
-    A refused statement or a DuckDB error becomes a QGenError with the message on one line
-    (exit 1, like any bad query).
-    """
-    statement = _read_only_statement(sql)
-    try:
-        result = con.execute(statement)
-        return [d[0] for d in result.description], result.fetchall()
-    except duckdb.Error as error:
-        raise QGenError(_one_line(error)) from error
-
-
-def run_query_arrow(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
-    """run_query's result as an Arrow table (DuckDB's types kept: for Parquet output)."""
-    statement = _read_only_statement(sql)
-    try:
-        return con.sql(statement).to_arrow_table()
-    except duckdb.Error as error:
-        raise QGenError(_one_line(error)) from error
-
-
-def _one_line(error: Exception) -> str:
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    result = sandbox.run_statement(con, sql, limit=limit, timeout=timeout)
+    return result.names, result.rows
 
 
 def schema_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:

@@ -146,26 +146,44 @@ def _write(text_or_table: Any, fmt: str, output: Path | None) -> None:
     help="Write the result to FILE instead of standard output.",
 )
 @click.option("--schema", is_flag=True, help="List the views and their columns, then exit.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=1000,
+    show_default=True,
+    help="Most rows to output (0 = all); a note on stderr says when rows were left out.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds the statement may run before it is stopped.",
+)
 def query_command(
-    args: tuple[str, ...], results_dir: Path | None, fmt: str, output: Path | None, schema: bool
+    args: tuple[str, ...],
+    results_dir: Path | None,
+    fmt: str,
+    output: Path | None,
+    schema: bool,
+    limit: int,
+    timeout: float,
 ) -> None:
     """Run one read-only SQL statement over the views trials, epochs, failures, plan (and
-    measures). Nothing in the results directory can be changed through it.
+    measures). Nothing in the results directory can be changed through it: one statement that
+    only reads, no file access, a time limit (--timeout), a memory limit (a quarter of the
+    machine's) and a row cap (--limit).
 
     \b
     Examples:
       qgen-sweep query smoke "SELECT precision, avg(gap) FROM trials GROUP BY ALL"
       qgen-sweep query --results-dir runs "SELECT sweep, bits, avg(gap) FROM trials GROUP BY ALL"
       qgen-sweep query smoke "SELECT state, count(*) FROM plan GROUP BY ALL" --format json
+      qgen-sweep query smoke "SELECT * FROM epochs" --limit 0 --format csv --output epochs.csv
       qgen-sweep query smoke --schema
     """
-    from qgen_sweep.analysis.db import (
-        connect,
-        kinds_for_query,
-        run_query,
-        run_query_arrow,
-        schema_rows,
-    )
+    from qgen_sweep.analysis.db import connect, kinds_for_query, schema_rows
+    from qgen_sweep.analysis.sandbox import read_only_statement, run_statement, run_statement_arrow
 
     sweep, sql = _split_args(args, schema)
     folder = resolve_results_dir(sweep, results_dir)
@@ -174,15 +192,19 @@ def query_command(
         rows = schema_rows(connect(folder, kinds=("measures",)))
         _write(format_rows(["view", "column", "type"], rows, fmt), fmt, output)
         return
+    read_only_statement(sql)  # refused before any file is read
     con = connect(folder, kinds_for_query(sql))
     if fmt == "parquet":
-        table = run_query_arrow(con, sql)
+        table, cut = run_statement_arrow(con, sql, limit=limit, timeout=timeout)
         _write(table, fmt, output)
         empty = table.num_rows == 0
     else:
-        names, rows = run_query(con, sql)
-        _write(format_rows(names, rows, fmt), fmt, output)
-        empty = not rows
+        result = run_statement(con, sql, limit=limit, timeout=timeout)
+        _write(format_rows(result.names, result.rows, fmt), fmt, output)
+        empty, cut = not result.rows, result.truncated
+    if cut:
+        click.echo(f"note: only the first {limit} rows were output; pass --limit N for more "
+                   "(--limit 0 for all)", err=True)
     if empty and con.execute("SELECT count(*) FROM raw_trials").fetchall()[0][0] == 0:
         click.echo(f"note: no finished trials in {folder} yet (the views are empty)", err=True)
 

@@ -7,7 +7,7 @@
 Measures every trial with status 'done' (and matching --where) whose measures file is missing
 or lacks a requested family; resumable like launch (jobs write their file atomically when they
 finish). Each job is a Ray task with the sweep's per-trial resources. Search settings default to
-../shared/design/science.md. Heavy libraries are imported inside the command.
+the paper's (docs/science.md). Heavy libraries are imported inside the command.
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def _run_local(results_dir: str, trials, settings, on_result) -> list[dict[str, 
 @click.option("--results-dir", type=click.Path(path_type=Path), default=None,
               help="Results directory (default: the spec's results_dir, else ./runs/SWEEP).")
 @click.option("--only", default=None, help="Families: pacbayes,sharpness (default both).")
-@click.option("--where", default=None, help='SQL condition on the trials columns, e.g. "bits = 2".')
+@click.option("--where", default=None, help='One SQL condition on the trials view\'s columns, '
+              'e.g. "bits = 2 AND optimizer = \'sgd\'" (read-only, like query).')
 @click.option("--noise", type=click.Choice(["reference", "jiang"]), default="reference",
               show_default=True, help="Gaussian noise scale convention (science.md).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -136,8 +137,8 @@ def measure_command(sweep: str, results_dir: Path | None, only: str | None, wher
     One `measure` runs per results directory at a time (it may run beside `launch`); a killed
     run leaves nothing half-written, and the next one measures what is still missing.
     """
-    from qgen_sweep.measures.select import no_finished_trials
-    from qgen_sweep.store import SweepLock
+    from qgen_sweep.measures.select import eligible_trials, no_finished_trials
+    from qgen_sweep.store import ResultsStore, SweepLock
 
     families = _families(only)
     root = _results_dir(sweep, results_dir).resolve()  # Ray workers may run elsewhere
@@ -145,6 +146,7 @@ def measure_command(sweep: str, results_dir: Path | None, only: str | None, wher
         raise no_finished_trials(root, sweep)
     cpu, gpu = _resources(root, cpus_per_task, gpus_per_task)
     settings = _settings(options, families, device or _spec_device(root))
+    eligible_trials(ResultsStore(root), where)  # a bad --where is refused before the lock is made
     with SweepLock(root, "measure", name="measure"):
         _measure(sweep, root, families, where, settings, backend, address, cpu, gpu, as_json)
 

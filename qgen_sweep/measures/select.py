@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from qgen_sweep.errors import StoreError, UsageError
+from qgen_sweep.errors import StoreError
 from qgen_sweep.store import ResultsStore
 
 JOB_COLUMNS = ("trial_id", "bits", "sweep", "dataset", "config_json")
@@ -26,27 +26,19 @@ def no_finished_trials(root: Path, sweep: str = "SWEEP") -> StoreError:
 
 
 def eligible_trials(store: ResultsStore, where: str | None = None) -> list[dict[str, Any]]:
-    """Finished ('done') trials of `store` matching the SQL condition `where`, by (bits, id)."""
-    import duckdb
+    """Finished ('done') trials of `store` matching the SQL condition `where`, by (bits, id).
 
-    table = store.read("trials")
-    if table is None:
+    `where` runs in the analysis sandbox (qgen_sweep.analysis.sandbox.select_where) as one
+    expression over the `trials` view: it can neither read nor write files.
+    """
+    from qgen_sweep.analysis.db import connect
+    from qgen_sweep.analysis.sandbox import select_where
+
+    if next(store.files("trials"), None) is None:
         raise no_finished_trials(store.root)
-    con = duckdb.connect()
-    con.register("trials", table)
-    condition = f"({where})" if where and where.strip() else "TRUE"
-    query = (f"SELECT {', '.join(JOB_COLUMNS)} FROM trials WHERE status = 'done' AND {condition} "
-             "ORDER BY bits, trial_id")
-    try:
-        cursor = con.execute(query)
-    except duckdb.Error as error:
-        first = str(error).splitlines()[0]
-        raise UsageError(
-            f"--where must be a SQL condition on the trials columns (e.g. \"bits = 2\"), but "
-            f"{where!r} failed: {first}"
-        ) from error
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    con = connect(store.root, kinds=("trials",))
+    return select_where(con, "trials", where, JOB_COLUMNS, condition="status = 'done'",
+                        order_by="bits, trial_id")
 
 
 def measured_families(store: ResultsStore, trial_id: str, bits: int) -> set[str]:
