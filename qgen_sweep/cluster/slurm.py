@@ -2,7 +2,9 @@
 
 The script (see the template's own comments) starts a Ray cluster over the allocation with
 workers/ray-node.sh, runs `qgen-sweep launch SWEEP --address HEAD:PORT`, and requeues itself on
-the pre-timeout signal. Rendering fills `{{name}}` placeholders; every value is shell-quoted.
+the pre-timeout signal. Rendering fills `{{name}}` placeholders. Every value given by the user is
+checked first (no control characters: a newline in a `#SBATCH` line would end the option block and
+start a shell command) and then shell-quoted.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +26,14 @@ DEFAULT_SIGNAL_LEAD = 300  # s: time for a graceful Tune stop + Ray shutdown bef
 MIN_SIGNAL_LEAD = 30  # s: SLURM delivers --signal with up to 60 s of jitter; below this is a race
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 # SLURM's --time formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S (sbatch(1)); or UNLIMITED.
-_TIME = re.compile(r"^(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)$")
-_MEM = re.compile(r"^\d+[KMGT]?$")
+# (fullmatch: `$` would also accept a trailing newline)
+_TIME = re.compile(r"(?:(\d+)-(\d+)(?::(\d+)(?::(\d+))?)?|(\d+)(?::(\d+)(?::(\d+))?)?)")
+_MEM = re.compile(r"\d+[KMGT]?")
+# Characters no rendered value may hold: controls (newline, CR, tab, ESC, ...), line and paragraph
+# separators, lone surrogates, and the bidirectional overrides that make a script read differently
+# from what runs.
+_BAD_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
 
 
 @dataclass(frozen=True)
@@ -60,13 +69,35 @@ class SlurmJob:
         if self.cpus_per_node is not None and self.cpus_per_node < 1:
             out.append(f"--cpus-per-node must be >= 1, but got {self.cpus_per_node} "
                        f"(leave it out to take whole nodes)")
-        if self.mem is not None and not _MEM.match(self.mem):
+        out += self._text_problems()
+        if out:  # the format checks below would quote the control characters again
+            return out
+        if self.mem is not None and not _MEM.fullmatch(self.mem):
             out.append(f"--mem must be SLURM memory like 64G, 500M or 64000 (MB), but got "
                        f"{self.mem!r}")
         if self.time is not None and time_limit_seconds(self.time) is None:
             out.append(f"--time must be SLURM time like 90 (minutes), 12:00:00 or 1-00:00:00, "
                        f"but got {self.time!r}")
         out += self._signal_problems()
+        return out
+
+    def _texts(self) -> list[tuple[str, str]]:
+        """(option, text) of every user-given value the script will contain."""
+        named = [("SWEEP", self.sweep), ("--results-dir", str(self.results_dir)),
+                 ("--mem", self.mem), ("--time", self.time), ("--partition", self.partition),
+                 ("--account", self.account), ("--job-name", self.job_name),
+                 ("the working directory", str(self.workdir))]
+        named += [("--set", item) for item in self.overrides]
+        return [(flag, text) for flag, text in named if text is not None]
+
+    def _text_problems(self) -> list[str]:
+        out = []
+        for flag, text in self._texts():
+            bad = control_characters(text)
+            if bad:
+                out.append(f"{flag} must not contain control characters, but {text!r} has "
+                           f"{', '.join(bad)} (a newline would end the #SBATCH block and run the "
+                           f"rest as a command); give a plain value")
         return out
 
     def _signal_problems(self) -> list[str]:
@@ -80,11 +111,18 @@ class SlurmJob:
         return []
 
 
+def control_characters(text: str) -> list[str]:
+    """The characters of `text` that may not appear in a rendered script, as U+XXXX names."""
+    found = dict.fromkeys(ch for ch in text
+                          if unicodedata.category(ch) in _BAD_CATEGORIES or ch in _BIDI_CONTROLS)
+    return [f"U+{ord(ch):04X}" for ch in found]
+
+
 def time_limit_seconds(text: str) -> int | None:
     """SLURM --time text in seconds (0 for UNLIMITED / INFINITE); None when it does not parse."""
     if text.upper() in ("UNLIMITED", "INFINITE"):
         return 0
-    match = _TIME.match(text)
+    match = _TIME.fullmatch(text)
     if not match:
         return None
     days, dh, dm, ds, minutes, ms, hs = match.groups()
@@ -141,9 +179,18 @@ def template_values(job: SlurmJob) -> dict[str, str]:
 
 
 def render(job: SlurmJob, template: str | None = None) -> str:
-    """The batch script text: the template (workers/slurm.sbatch by default) filled in."""
+    """The batch script text: the template (workers/slurm.sbatch by default) filled in.
+
+    Paths this process adds (the Python executable, the workers folder) are checked like the
+    user's values: a control character in any of them is a UsageError, never a broken script.
+    """
     text = template if template is not None else (data_dir("workers") / TEMPLATE_NAME).read_text()
     values = template_values(job)
+    for name, value in values.items():
+        bad = control_characters(value.replace("\n#SBATCH ", " "))
+        if bad:
+            raise UsageError(f"the SLURM script value {name} = {value!r} holds control "
+                             f"characters ({', '.join(bad)}); move it to a path without them")
     unknown = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
     if unknown:
         raise UsageError(f"the SLURM template has unknown placeholder(s) {unknown}; known: "

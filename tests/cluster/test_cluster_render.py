@@ -7,6 +7,7 @@ the example Ray cluster config against Ray's own schema. Not marked `cluster`: t
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 import subprocess
 from pathlib import Path
@@ -193,3 +194,53 @@ def test_example_ray_cluster_config_matches_rays_schema():
     config = yaml.safe_load((REPO / "workers" / "ray-cluster.example.yaml").read_text())
     jsonschema.validate(config, schema)
     assert config["available_node_types"]["head"]["resources"] == {"CPU": 0, "GPU": 0}
+
+
+# ---- rendered values cannot break out of their line ----
+def _sbatch_block(script: str) -> list[str]:
+    """The lines sbatch reads options from: after the shebang, up to the first command."""
+    block = []
+    for line in script.splitlines()[1:]:
+        if line.strip() and not line.startswith("#"):
+            break
+        block.append(line)
+    return block
+
+
+@pytest.mark.parametrize(("flag", "value"), [
+    ("--job-name", "x\necho injected"),
+    ("--partition", "gpu\r\necho injected"),
+    ("--account", "proj\x0becho injected"),
+    ("--mem", "64G\n"),  # the memory pattern must match the whole value, newline included
+    ("--time", "90\n"),
+    ("--set", "description=a\necho injected"),
+    ("--results-dir", "runs/a\nb"),
+    ("--job-name", "evil\u202egnp.exe"),  # a bidi override: the script would read differently
+])
+def test_control_characters_in_any_rendered_value_are_refused(tmp_path, flag, value):
+    args = ["--results-dir", str(tmp_path / "r")] if flag != "--results-dir" else []
+    proc = qgen("slurm", "smoke", "--print", *args, flag, value)
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stdout == "" and "injected" not in proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1 and "control character" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_odd_but_printable_values_are_quoted_and_keep_every_sbatch_line(tmp_path):
+    name = "a b'c\"$(touch pwned)`x`;#"
+    job = SlurmJob(sweep="smoke", results_dir=tmp_path / "r $HOME", job_name=name,
+                   partition="gpu;id", account="p'q", overrides=("description=x $(id) ü 🙂",))
+    script = render(job)
+    block = _sbatch_block(script)
+    options = [shlex.split(line.removeprefix("#SBATCH "))[0] for line in block
+               if line.startswith("#SBATCH ")]
+    assert f"--job-name={name}" in options and "--partition=gpu;id" in options
+    assert "--account=p'q" in options and options[-1].startswith("--signal=")  # none dropped
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+    # The bash variables hold exactly the values given (bash parses the assignments).
+    lines = [ln for ln in script.splitlines() if ln.startswith(("RESULTS_DIR=", "LAUNCH_OPTIONS="))]
+    shown = subprocess.run(["bash", "-c", "\n".join(lines) + '\nprintf "%s\\n" "$RESULTS_DIR" '
+                            '"${LAUNCH_OPTIONS[@]}"'], capture_output=True, text=True,
+                           check=True, cwd=tmp_path).stdout.splitlines()
+    assert shown == [str((tmp_path / "r $HOME").absolute()), "--set", "description=x $(id) ü 🙂"]
+    assert not (tmp_path / "pwned").exists()
