@@ -13,8 +13,11 @@ import pytest
 from PIL import Image
 from test_analysis import PAIRED, TABLE1, TABLE2, build_known_store
 
+from qgen_sweep.analysis.style import svg_texts
+
 EXE = str(Path(sys.executable).with_name("qgen-sweep"))
-FIGURES = ("gap_by_precision", "loss_curves", "test_acc_vs_gap", "step_sizes")
+# report --plots without measures (the measures figure needs `qgen-sweep measure` first)
+FIGURES = ("paired_diff", "loss_curves", "step_sizes", "gap_by_precision", "test_acc_vs_gap")
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +91,16 @@ def test_csv_report_sections(known, env):
 
 def test_report_plots_are_valid_pngs(known, env, tmp_path):
     plots = tmp_path / "plots"
-    result = qgen(env, "report", "--results-dir", str(known), "--plots", str(plots))
+    result = qgen(env, "report", "--results-dir", str(known), "--plots", str(plots),
+                  "--plot-formats", "png,svg")
     assert result.returncode == 0, result.stderr
-    expected = [plots / f"tiny-{name}.png" for name in FIGURES]
+    expected = [plots / f"tiny-{name}.{fmt}" for name in FIGURES for fmt in ("png", "svg")]
     assert sorted(plots.iterdir()) == sorted(expected)
-    assert_valid_pngs(expected)
+    assert_valid_pngs([p for p in expected if p.suffix == ".png"])
+    assert "Δ generalization gap, Int-b − FP32 (nats)" in svg_texts(plots / "tiny-paired_diff.svg")
+    bad = qgen(env, "report", "--results-dir", str(known), "--plots", str(plots),
+               "--plot-formats", "png,jpg")
+    assert bad.returncode == 2 and "--plot-formats takes a comma-separated subset" in bad.stderr
 
 
 def test_report_on_empty_or_missing_store_says_so(tmp_path, env):
@@ -131,7 +139,8 @@ def smoke(tmp_path_factory, env) -> Path:
 
 def test_smoke_sweep_report_and_figures(smoke, env, tmp_path):
     plots = tmp_path / "plots"
-    result = qgen(env, "report", "smoke", "--results-dir", str(smoke), "--plots", str(plots))
+    result = qgen(env, "report", "smoke", "--results-dir", str(smoke), "--plots", str(plots),
+                  "--plot-formats", "png")
     assert result.returncode == 0, result.stderr
     assert "smoke: 16 of 16 trials finished" in result.stdout
     for precision in ("FP32", "Int8", "Int4", "Int2"):

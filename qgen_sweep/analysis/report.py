@@ -93,11 +93,12 @@ def build_report(
     results_dir: Path | str,
     plots_dir: Path | str | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    plot_formats: Iterable[str] = ("png", "pdf", "svg"),
 ) -> dict[str, Any]:
     """Every section of the report as lists of rows keyed by column name (bits as 2/4/8/32).
 
     Keys: progress, table1, paired, table2, units (and table3, kendall when measures exist;
-    plots, the written PNG paths, when `plots_dir` is given).
+    plots, the written figure paths in each of `plot_formats`, when `plots_dir` is given).
     """
     if con is None:
         kinds = ["plan", "trials", "failures", "measures"] + (["epochs"] if plots_dir else [])
@@ -116,7 +117,8 @@ def build_report(
     if plots_dir is not None:
         from qgen_sweep.analysis.plots import write_figures
 
-        report["plots"] = [str(p) for p in write_figures(con, Path(plots_dir))]
+        written = write_figures(con, Path(plots_dir), tuple(plot_formats))
+        report["plots"] = [str(p) for p in written]
     return report
 
 

@@ -225,17 +225,42 @@ def query_command(
     "plots_dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Also write the figures (PNG) into this folder.",
+    help="Also write the figures into this folder (PNG, PDF and SVG; see --plot-formats).",
+)
+@click.option(
+    "--plot-formats",
+    default="png,pdf,svg",
+    show_default=True,
+    help="Comma-separated figure formats for --plots, among png, pdf, svg.",
 )
 def report_command(
-    sweep: str | None, results_dir: Path | None, fmt: str, plots_dir: Path | None
+    sweep: str | None,
+    results_dir: Path | None,
+    fmt: str,
+    plots_dir: Path | None,
+    plot_formats: str,
 ) -> None:
     """Per-precision generalization report: Table 1, paired statistics against each model's
-    FP32 twin (bootstrap 95% CI, Wilcoxon p), Table 2 (weight L2 norm), optional figures."""
-    from qgen_sweep.analysis.report import build_report, progress_line, render
+    FP32 twin (bootstrap 95% CI, Wilcoxon p), Table 2 (weight L2 norm), optional figures
+    (paired differences with CIs, loss curves, step sizes, measures, gap).
 
+    \b
+    Examples:
+      qgen-sweep report smoke
+      qgen-sweep report smoke --plots figures/ --plot-formats pdf,svg
+      qgen-sweep report --results-dir runs --format json
+    """
+    from qgen_sweep.analysis.report import build_report, progress_line, render
+    from qgen_sweep.analysis.style import FORMATS
+
+    formats = tuple(f.strip() for f in plot_formats.split(",") if f.strip())
+    if not formats or set(formats) - set(FORMATS):
+        raise UsageError(
+            f"--plot-formats takes a comma-separated subset of {','.join(FORMATS)}, "
+            f"but got {plot_formats!r} (e.g. --plot-formats png,svg)"
+        )
     folder = resolve_results_dir(sweep, results_dir)
-    report = build_report(folder, plots_dir)
+    report = build_report(folder, plots_dir, plot_formats=formats)
     if not report["progress"]:
         raise StoreError(
             f"no trials in {folder}: nothing planned, finished or failed yet "
