@@ -22,7 +22,11 @@ A spec file has these sections (every key is checked; unknown keys are errors wi
 
 `--set key=value` overrides (e.g. `train.epochs=3`, `grid.bits=[2,32]`) are applied to the raw
 TOML before validation, so they get exactly the same checks; the resolved spec is what is saved
-with the results and hashed.
+with the results (written with tomli-w, so any Unicode text reads back) and hashed.
+
+Validation checks every value before anything is planned or written: types, choices, and ranges
+(integers must fit the Parquet columns they end up in: int32, seed int64), nesting depth, and
+text that is not Unicode (lone surrogates from a non-UTF-8 command line).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +84,15 @@ AXIS_ORDER = (
     "amp", "bits",
 )
 _NONNEG = {"weight_decay", "momentum"}  # may be 0; other numbers must be > 0 (seed: any int)
+# Integer ranges: what the Parquet columns hold (store.CONFIG_COLUMNS: seed is int64, the other
+# integer config columns int32); tests/test_spec_hardening.py checks these against the schema.
+INT32_MAX = 2**31 - 1
+INT_RANGES: dict[str, tuple[int, int]] = {"seed": (-(2**63), 2**63 - 1)}
+DEFAULT_INT_RANGE = (1, INT32_MAX)  # counts and sizes: >= 1
+# A spec is at most [grid.lr] > optimizer > list deep; anything much deeper is not a spec (and
+# would exhaust Python's recursion in messages and hashing).
+MAX_DEPTH = 8
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # runtime.device, measure --device
 
 RUNTIME_FIELDS: dict[str, str] = {
     "device": _STR, "data_dir": _STR, "download": "boolean", "eval_batch_size": _INT,
@@ -170,32 +184,59 @@ def find_spec(name: str) -> Path:
 def load_spec(name: str, overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     """Load, override and validate a sweep spec; raises SpecError listing every problem."""
     path = find_spec(name)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError([f"{path}: not valid TOML: {error}"]) from None
-    except UnicodeDecodeError:
-        raise SpecError([f"{path}: not a UTF-8 text file"]) from None
+    bad = _bad_characters(path.stem)
+    if bad:
+        raise UsageError(f"a sweep name may not hold control characters or lone surrogates, but "
+                         f"{_show(str(path))} has {bad}; rename the file")
+    raw = _parse_toml(read_spec_text(path), str(path))
     apply_overrides(raw, overrides, str(path))
     return parse_spec(raw, name=path.stem, source=str(path))
 
 
-def spec_from_text(text: str, name: str, source: str) -> SweepSpec:
-    """Parse a resolved spec saved as TOML (a results directory's sweep.toml)."""
+def read_spec_text(path: Path) -> str:
+    """The text of a spec file; SpecError (one line) when it is unreadable or not UTF-8."""
     try:
-        raw = tomllib.loads(text)
+        return Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError([f"{path}: not a UTF-8 text file (byte {error.start}); save it as "
+                         "UTF-8"]) from None
+    except OSError as error:
+        raise SpecError([f"{path}: cannot be read ({error.strerror or error}); check the path "
+                         "and its permissions"]) from None
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise SpecError([f"{source}: not valid TOML: {error}"]) from None
-    return parse_spec(raw, name=name, source=source)
+    except RecursionError:
+        raise SpecError([f"{source}: not a sweep spec: its values are nested too deeply "
+                         f"(a spec is at most {MAX_DEPTH} levels deep)"]) from None
+
+
+def spec_from_text(text: str, name: str, source: str) -> SweepSpec:
+    """Parse a resolved spec saved as TOML (a results directory's sweep.toml)."""
+    return parse_spec(_parse_toml(text, source), name=name, source=source)
+
+
+def spec_from_file(path: Path, name: str) -> SweepSpec:
+    """Parse a saved spec file (sweep.toml); every problem is a one-line SpecError."""
+    return spec_from_text(read_spec_text(path), name=name, source=str(path))
 
 
 # ---- --set overrides -----------------------------------------------------------------------------
 def parse_value(text: str) -> Any:
-    """A --set value as TOML (3, 1e-4, [2, 32], true, "x"); a bare word is a string."""
+    """A --set value as one TOML value (3, 1e-4, [2, 32], true, "x"); anything else (a bare word,
+    or text that parses only as more than one key) is the string itself."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        parsed = tomllib.loads(f"v = {text}")
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:
+        raise SpecError([f"--set value {_show(text)}: nested too deeply (a spec is at most "
+                         f"{MAX_DEPTH} levels deep)"]) from None
+    return parsed["v"] if list(parsed) == ["v"] else text
 
 
 def apply_overrides(raw: dict[str, Any], overrides, source: str) -> None:
@@ -257,6 +298,51 @@ def _did_you_mean(word: str, options) -> str:
 
 
 # ---- validation ----------------------------------------------------------------------------------
+def _show(value: Any, limit: int = 80) -> str:
+    """repr(value) cut to `limit` characters, for one-line messages about arbitrary input."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"<{type(value).__name__} nested too deeply>"
+    return text if len(text) <= limit else text[: limit - 5] + " ...'"
+
+
+def _bad_characters(text: str) -> str:
+    """U+XXXX of the characters a spec string may not hold: lone surrogates (not Unicode text:
+    they cannot be written as UTF-8) and, in names, control characters."""
+    found = dict.fromkeys(ch for ch in text if 0xD800 <= ord(ch) <= 0xDFFF or
+                          (ord(ch) < 0x20 or ord(ch) == 0x7F))
+    return ", ".join(f"U+{ord(ch):04X}" for ch in found)
+
+
+def _shape_problems(raw: Any, source: str) -> list[str]:
+    """Nesting deeper than MAX_DEPTH and strings that are not Unicode text (lone surrogates, e.g.
+    from a non-UTF-8 command line), found without recursion."""
+    stack: list[tuple[tuple[str, ...], Any]] = [((), raw)]
+    problems = []
+    while stack:
+        path, node = stack.pop()
+        where = ".".join(path) or "the top level"
+        if len(path) > MAX_DEPTH:
+            return [f"{source}: {_show(where)}: nested too deeply (a spec is at most "
+                    f"{MAX_DEPTH} levels deep)"]
+        if isinstance(node, dict):
+            stack += [((*path, str(k)), v) for k, v in node.items()]
+            texts = [str(k) for k in node]
+        elif isinstance(node, list):
+            stack += [((*path, f"[{i}]"), v) for i, v in enumerate(node)]
+            texts = []
+        else:
+            texts = [node] if isinstance(node, str) else []
+        for text in texts:
+            surrogates = [ch for ch in text if 0xD800 <= ord(ch) <= 0xDFFF]
+            if surrogates:
+                problems.append(f"{source}: {_show(where)}: {_show(text)} is not Unicode text "
+                                f"(U+{ord(surrogates[0]):04X}: bytes that were not UTF-8); "
+                                f"write it in UTF-8")
+    return problems
+
+
 class _Problems:
     """Collects one-line problems, each prefixed with the file."""
 
@@ -296,25 +382,31 @@ def _check_value(problems: _Problems, key: str, name: str, value: Any) -> bool:
     """Check one TrialConfig field value: type, choices, range. True when fine."""
     kind = CONFIG_FIELDS[name]
     if not _type_ok(value, kind):
-        problems.add(key, f"must be a {kind}, but got {value!r} ({_toml_type(value)})")
+        problems.add(key, f"must be a {kind}, but got {_show(value)} ({_toml_type(value)})")
         return False
     if name in CHOICES and value not in CHOICES[name]:
         allowed = ", ".join(str(c) for c in CHOICES[name])
-        problems.add(key, f"{value!r} is not allowed; allowed: {allowed}")
+        problems.add(key, f"{_show(value)} is not allowed; allowed: {allowed}")
         return False
-    if kind in (_INT, _FLOAT) and name != "seed":
+    if kind == _INT:
+        low, high = INT_RANGES.get(name, DEFAULT_INT_RANGE)
+        if not low <= value <= high:
+            problems.add(key, f"must be an integer in [{low}, {high}] (what its result column "
+                              f"holds), but got {_show(value)}")
+            return False
+    elif kind == _FLOAT:
         low_ok = value >= 0 if name in _NONNEG else value > 0
         if not (math.isfinite(value) and low_ok):
             rule = ">= 0" if name in _NONNEG else "> 0"
-            problems.add(key, f"must be a finite number {rule}, but got {value!r}")
+            problems.add(key, f"must be a finite number {rule}, but got {_show(value)}")
             return False
     return True
 
 
 def _check_axis(problems: _Problems, key: str, name: str, values: Any) -> tuple | None:
     if not isinstance(values, list):
-        problems.add(key, f"an axis must be a list of values, but got {values!r} (write "
-                          f"[{json.dumps(values)}] for a single value, or move it to [train])")
+        problems.add(key, f"an axis must be a list of values, but got {_show(values)} (write "
+                          f"[{_show(values)}] for a single value, or move it to [train])")
         return None
     if not values:
         problems.add(key, "axis is empty; give at least one value")
@@ -337,7 +429,7 @@ def _parse_grid(problems: _Problems, grid: Any) -> tuple[dict[str, tuple], dict[
     axes: dict[str, tuple] = {}
     lr_table: dict[str, tuple] = {}
     if not isinstance(grid, dict):
-        problems.add("grid", f"must be a table of axes, but got {grid!r}")
+        problems.add("grid", f"must be a table of axes, but got {_show(grid)}")
         return axes, lr_table
     for name, values in grid.items():
         if name not in AXIS_FIELDS:
@@ -366,18 +458,20 @@ def _parse_lr_table(problems: _Problems, table: dict[str, Any]) -> dict[str, tup
 def _parse_fixed(problems: _Problems, train: Any) -> dict[str, Any]:
     fixed: dict[str, Any] = {}
     if not isinstance(train, dict):
-        problems.add("train", f"must be a table, but got {train!r}")
+        problems.add("train", f"must be a table, but got {_show(train)}")
         return fixed
     for name, value in train.items():
         if name not in CONFIG_FIELDS:
             problems.unknown("train.", name, list(CONFIG_FIELDS))
         elif name == "milestones":
-            ok = _type_ok(value, "list of integers") and all(m >= 1 for m in value)
-            if ok and value == sorted(set(value)):
+            ok = _type_ok(value, "list of integers")
+            ok = ok and all(1 <= m <= INT32_MAX for m in value) and value == sorted(set(value))
+            if ok:
                 fixed[name] = tuple(value)
             else:
-                problems.add("train.milestones", f"must be strictly increasing epochs >= 1, "
-                                                 f"but got {value!r} (e.g. [100, 200])")
+                problems.add("train.milestones", f"must be strictly increasing epochs in "
+                                                 f"[1, {INT32_MAX}], but got {_show(value)} "
+                                                 f"(e.g. [100, 200])")
         elif _check_value(problems, f"train.{name}", name, value):
             fixed[name] = float(value) if name in _FLOAT_FIELDS else value
     return fixed
@@ -386,14 +480,17 @@ def _parse_fixed(problems: _Problems, train: Any) -> dict[str, Any]:
 def _parse_table(problems: _Problems, section: str, table: Any, fields: dict[str, str]):
     out: dict[str, Any] = {}
     if not isinstance(table, dict):
-        problems.add(section, f"must be a table, but got {table!r}")
+        problems.add(section, f"must be a table, but got {_show(table)}")
         return out
     for name, value in table.items():
         if name not in fields:
             problems.unknown(f"{section}.", name, list(fields))
         elif not _type_ok(value, fields[name]):
-            problems.add(f"{section}.{name}",
-                         f"must be a {fields[name]}, but got {value!r} ({_toml_type(value)})")
+            problems.add(f"{section}.{name}", f"must be a {fields[name]}, but got "
+                                              f"{_show(value)} ({_toml_type(value)})")
+        elif fields[name] == _INT and not -INT32_MAX - 1 <= value <= INT32_MAX:
+            problems.add(f"{section}.{name}", f"must be an integer in [{-INT32_MAX - 1}, "
+                                              f"{INT32_MAX}], but got {_show(value)}")
         else:
             out[name] = float(value) if fields[name] == _FLOAT else value
     return out
@@ -412,27 +509,33 @@ def _parse_resources(problems: _Problems, table: Any) -> Resources:
     for name, value in list(values.items()):
         check, rule = rules[name]
         if not check(value):
-            problems.add(f"resources.{name}", f"must be {rule}, but got {value!r}")
+            problems.add(f"resources.{name}", f"must be {rule}, but got {_show(value)}")
             del values[name]
     return Resources(**values)
 
 
 def _parse_runtime(problems: _Problems, table: Any) -> TrialRuntime:
     values = _parse_table(problems, "runtime", table, RUNTIME_FIELDS)
-    for name in ("eval_batch_size", "threads"):
-        if name in values and values[name] < 1:
-            problems.add(f"runtime.{name}", f"must be an integer >= 1, but got {values[name]!r}")
+    for name, low in (("eval_batch_size", 1), ("threads", 1), ("eval_test_every", 0)):
+        if name in values and values[name] < low:
+            problems.add(f"runtime.{name}", f"must be an integer >= {low}, but got "
+                                            f"{values[name]!r}")
             del values[name]
-    if "device" in values and values["device"].split(":")[0] not in ("auto", "cpu", "cuda"):
-        problems.add("runtime.device",
-                     f"{values['device']!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
+    if "device" in values and not valid_device(values["device"]):
+        problems.add("runtime.device", f"{_show(values['device'])} is not allowed; allowed: "
+                                       "auto, cpu, cuda, cuda:N (N = 0, 1, ...)")
         del values["device"]
     for name, allowed in (("dtype", RUNTIME_DTYPES), ("compile", COMPILE_MODES)):
         if name in values and values[name] not in allowed:
             problems.add(f"runtime.{name}",
-                         f"{values[name]!r} is not allowed; allowed: {', '.join(allowed)}")
+                         f"{_show(values[name])} is not allowed; allowed: {', '.join(allowed)}")
             del values[name]
     return TrialRuntime(**values)
+
+
+def valid_device(name: str) -> bool:
+    """True for auto, cpu, cuda and cuda:N: the devices a trial or a measure job can ask for."""
+    return DEVICE_PATTERN.fullmatch(name) is not None
 
 
 def _parse_top(problems: _Problems, raw: dict[str, Any]) -> tuple[str, str, str | None]:
@@ -441,14 +544,15 @@ def _parse_top(problems: _Problems, raw: dict[str, Any]) -> tuple[str, str, str 
             problems.unknown("", key, TOP_KEYS)
     description = raw.get("description", "")
     if not isinstance(description, str):
-        problems.add("description", f"must be a string, but got {description!r}")
+        problems.add("description", f"must be a string, but got {_show(description)}")
         description = ""
     search = raw.get("search", "grid")
     if search not in SEARCHES:
-        problems.add("search", f"{search!r} is not supported; allowed: {', '.join(SEARCHES)}")
+        problems.add("search", f"{_show(search)} is not supported; allowed: "
+                               f"{', '.join(SEARCHES)}")
     results_dir = raw.get("results_dir")
     if results_dir is not None and not isinstance(results_dir, str):
-        problems.add("results_dir", f"must be a string path, but got {results_dir!r}")
+        problems.add("results_dir", f"must be a string path, but got {_show(results_dir)}")
         results_dir = None
     return description, str(search), results_dir
 
@@ -475,6 +579,9 @@ def _check_cross(problems: _Problems, axes, lr_table, fixed) -> None:
 
 def parse_spec(raw: dict[str, Any], name: str, source: str) -> SweepSpec:
     """Validate a raw spec dict; raises SpecError with one line per problem."""
+    shape = _shape_problems(raw, source)
+    if shape:
+        raise SpecError(shape)
     problems = _Problems(source)
     description, search, results_dir = _parse_top(problems, raw)
     axes, lr_table = _parse_grid(problems, raw.get("grid", {}))
@@ -498,24 +605,9 @@ def runtime_dict(runtime: TrialRuntime) -> dict[str, Any]:
     return dataclasses.asdict(runtime)
 
 
-# ---- TOML writing (tomllib reads only; our specs are tables of scalars and lists) ---------------
-def _toml_scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_scalar(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
+# ---- TOML writing ------------------------------------------------------------------------------
+def dumps_toml(data: dict[str, Any]) -> str:
+    """Serialize a spec dict as TOML with tomli-w (any Unicode text; tomllib only reads)."""
+    import tomli_w
 
-
-def dumps_toml(data: dict[str, Any], prefix: str = "") -> str:
-    """Serialize nested dicts of scalars and lists as TOML."""
-    lines = [f"{k} = {_toml_scalar(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for key, value in data.items():
-        if isinstance(value, dict):
-            name = f"{prefix}{key}"
-            lines += ["", f"[{name}]", dumps_toml(value, prefix=f"{name}.").rstrip("\n")]
-    return "\n".join(lines).strip("\n") + "\n"
+    return tomli_w.dumps(data)

@@ -43,7 +43,11 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 OPTUNA_FIELDS = tuple(_TYPES)
 _CHOICES = {"sampler": SAMPLERS, "direction": DIRECTIONS, "pruner": PRUNERS,
             "objective": OBJECTIVES}
-_MINIMUM = {"n_trials": 1, "grace_epochs": 1, "reduction_factor": 2, "startup_trials": 0}
+_MINIMUM = {"n_trials": 1, "grace_epochs": 1, "reduction_factor": 2, "startup_trials": 0,
+            "seed": 0}
+# Every integer is at most 2**31 - 1: the sampler's seed is seed + trials so far, and numpy
+# (under Optuna's samplers) takes seeds in [0, 2**32 - 1] only.
+_MAXIMUM = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,9 @@ def _check(add: Problem, name: str, value: Any) -> bool:
         return False
     if name in _MINIMUM and value < _MINIMUM[name]:
         add(f"optuna.{name}", f"must be an integer >= {_MINIMUM[name]}, but got {value!r}")
+        return False
+    if isinstance(value, int) and not isinstance(value, bool) and value > _MAXIMUM:
+        add(f"optuna.{name}", f"must be an integer <= {_MAXIMUM}, but got {value!r}")
         return False
     return True
 

@@ -21,7 +21,7 @@ from qgen_sweep.backends.progress import Progress
 from qgen_sweep.backends.runner import provenance, task_of
 from qgen_sweep.errors import QGenError, UsageError
 from qgen_sweep.plan import PlannedTrial, plan
-from qgen_sweep.spec import SweepSpec, spec_from_text
+from qgen_sweep.spec import SweepSpec, read_spec_text, spec_from_file
 from qgen_sweep.store import PLAN_SCHEMA, ResultsStore, SweepLock, rows_to_table, write_table_atomic
 
 BACKENDS = ("ray", "local")
@@ -52,11 +52,11 @@ def saved_spec(results_dir: Path) -> SweepSpec:
         raise UsageError(f"{results_dir} holds no launched sweep (no sweep.toml); run "
                          f"`qgen-sweep launch SWEEP --results-dir {results_dir}` first")
     name = path.parent.name
-    return spec_from_text(path.read_text(), name=_saved_name(path) or name, source=str(path))
+    return spec_from_file(path, name=_saved_name(path) or name)
 
 
 def _saved_name(path: Path) -> str | None:
-    for line in path.read_text().splitlines():
+    for line in read_spec_text(path).splitlines():
         if line.startswith("# sweep: "):
             return line.removeprefix("# sweep: ").strip()
     return None
@@ -65,7 +65,7 @@ def _saved_name(path: Path) -> str | None:
 def _check_same_sweep(store: ResultsStore, spec: SweepSpec) -> None:
     if not store.spec_path.is_file():
         return
-    old = spec_from_text(store.spec_path.read_text(), name=spec.name, source=str(store.spec_path))
+    old = spec_from_file(store.spec_path, name=spec.name)
     if old.spec_hash != spec.spec_hash:
         raise UsageError(
             f"{store.root} holds a different sweep (spec hash {old.spec_hash}, this one "
