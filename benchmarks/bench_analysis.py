@@ -1,6 +1,6 @@
 """Analysis layer speed on a synthetic store: two sweeps x 972 trials x 300 epoch rows.
 
-Figures (issue 4): `report` (Table 1, paired statistics, Table 2; no figures) in under 2 s and a
+Targets: `report` (Table 1, paired statistics, Table 2; no figures) in under 2 s and a
 grouped `query` in under 0.5 s, both timed in-process from the results directory on disk, next to a
 plain pyarrow + pandas baseline that computes the same Table 1 from the same files. Also timed: the
 same two as `qgen-sweep` subprocesses (Python start-up and imports included), and the cost of the

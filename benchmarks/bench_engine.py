@@ -1,4 +1,4 @@
-"""Trial-engine throughput on the CPU (issue 8), ratios measured side by side in one run.
+"""Trial-engine throughput on the CPU, ratios measured side by side in one run.
 
 1. Pipeline: our unfused engine (whole dataset as one tensor, batches by index, run_trial) vs a
    plain PyTorch baseline (torchvision's CIFAR10 dataset class with per-sample PIL transforms +

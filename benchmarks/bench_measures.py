@@ -1,4 +1,4 @@
-"""Cost of the generalization measures (issue 5): batched Monte Carlo samples vs one deep copy
+"""Cost of the generalization measures: batched Monte Carlo samples vs one deep copy
 at a time, and training-set passes and seconds per measured smoke model.
 
 Side by side, same model (a trained smoke NiN: digits, Int2, depth 2, 16 channels), same data,

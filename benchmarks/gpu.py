@@ -1,4 +1,4 @@
-"""GPU throughput of the trial engine for the paper's grid (issue 8); run it on one CUDA GPU.
+"""GPU throughput of the trial engine for the paper's grid; run it on one CUDA GPU.
 
     python benchmarks/gpu.py [--out results.json] [--budget 420] [--compile-mode default]
     python benchmarks/gpu.py --smoke --device cpu   # tiny sizes: checks the script itself runs

@@ -32,14 +32,9 @@ class PlannedTrial:
 
     def plan_row(self, sweep: str) -> dict[str, Any]:
         """The row of plan.parquet (store.PLAN_SCHEMA)."""
-        c = self.config
-        return {
-            "trial_id": self.trial_id, "sweep": sweep, "position": self.position,
-            "dataset": c.dataset, "bits": c.bits, "optimizer": c.optimizer, "lr": c.lr,
-            "lr_index": self.lr_index, "weight_decay": c.weight_decay, "depth": c.depth,
-            "width": c.width, "base_width": c.base_width, "epochs": c.epochs,
-            "batch_size": c.batch_size, "seed": c.seed, "config_json": c.canonical_json(),
-        }
+        from qgen_sweep.store import plan_row  # pyarrow: only when a plan is written
+
+        return plan_row(sweep, self.position, self.config, self.lr_index)
 
 
 def axis_names(spec: SweepSpec) -> list[str]:

@@ -3,7 +3,7 @@
 A spec file has these sections (every key is checked; unknown keys are errors with a did-you-mean):
 
     description = "one line shown by `qgen-sweep list`"
-    search = "grid"              # the only search for now; adaptive searches add their own value
+    search = "grid"              # "grid": every point; "optuna": an adaptive search ([optuna])
     results_dir = "runs/x"       # optional; default ./runs/<sweep>
 
     [grid]                       # axes: a list of values per TrialConfig field
@@ -18,7 +18,10 @@ A spec file has these sections (every key is checked; unknown keys are errors wi
 
     [train]                      # fixed TrialConfig fields (dataset, epochs, base_width, ...)
     [runtime]                    # TrialRuntime fields (device, threads, ...): never in the trial id
-    [resources]                  # cpu, gpu (fractions allowed), max_concurrent, max_failures
+    [resources]                  # cpu, gpu (fractions allowed), max_concurrent, max_failures,
+                                 # engine ("single" | "fused"), bundle_size
+    [optuna]                     # search = "optuna" only: sampler, objective, budget, pruner
+                                 # (qgen_sweep/spec_optuna.py)
 
 `--set key=value` overrides (e.g. `train.epochs=3`, `grid.bits=[2,32]`) are applied to the raw
 TOML before validation, so they get exactly the same checks; the resolved spec is what is saved
@@ -38,14 +41,15 @@ import json
 import math
 import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qgen_sweep.adaptive.settings import OPTUNA_FIELDS, OptunaSettings, parse_optuna
-from qgen_sweep.adaptive.settings import identity as optuna_identity
 from qgen_sweep.errors import SpecError, UsageError
 from qgen_sweep.resources import data_dir
+from qgen_sweep.spec_optuna import OPTUNA_FIELDS, OptunaSettings, parse_optuna
+from qgen_sweep.spec_optuna import identity as optuna_identity
 from qgen_sweep.trial.config import (
     AMP_MODES,
     AUGMENTATIONS,
@@ -55,6 +59,7 @@ from qgen_sweep.trial.config import (
     FIRST_LAST_POLICIES,
     OPTIMIZERS,
     RUNTIME_DTYPES,
+    TrialConfig,
     TrialRuntime,
 )
 
@@ -63,13 +68,14 @@ SEARCHES = ("grid", "optuna")  # any other value is a spec error naming these
 TOP_KEYS = ("description", "search", "results_dir", "grid", "train", "runtime", "resources",
             "optuna")
 
-# Expected TOML type of every TrialConfig field. Floats accept integers (weight_decay = 0).
+# Expected TOML type of every TrialConfig field, from the field's annotation (a field added to
+# TrialConfig is a spec key at once). Floats accept integers (weight_decay = 0).
 _INT, _FLOAT, _STR = "integer", "number", "string"
+_TOML_KINDS: dict[Any, str] = {int: _INT, float: _FLOAT, str: _STR,
+                               tuple[int, ...]: "list of integers"}
 CONFIG_FIELDS: dict[str, str] = {
-    "dataset": _STR, "bits": _INT, "optimizer": _STR, "lr": _FLOAT, "weight_decay": _FLOAT,
-    "depth": _INT, "width": _INT, "base_width": _INT, "epochs": _INT, "batch_size": _INT,
-    "milestones": "list of integers", "gamma": _FLOAT, "momentum": _FLOAT, "seed": _INT,
-    "augment": _STR, "first_last": _STR, "step_size_lr_scale": _FLOAT, "amp": _STR,
+    f.name: _TOML_KINDS[typing.get_type_hints(TrialConfig)[f.name]]
+    for f in dataclasses.fields(TrialConfig)
 }
 CHOICES: dict[str, tuple] = {
     "dataset": DATASETS, "bits": BITS, "optimizer": OPTIMIZERS, "augment": AUGMENTATIONS,
@@ -103,7 +109,7 @@ RESOURCE_FIELDS: dict[str, str] = {
     "cpu": _FLOAT, "gpu": _FLOAT, "max_concurrent": _INT, "max_failures": _INT,
     "engine": _STR, "bundle_size": _INT,
 }
-ENGINES = ("single", "fused")  # fused: trials of one architecture trained as one network (issue 8)
+ENGINES = ("single", "fused")  # fused: trials of one architecture trained as one network
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ class Resources:
     gpu: float = 0.0  # Ray GPU fraction per trial (bookkeeping only: memory is not limited)
     max_concurrent: int = 0  # 0 = as many as the cluster's resources allow
     max_failures: int = 2  # retries per trial after its first failed attempt (Ray FailureConfig)
-    engine: str = "single"  # "fused": bundles of up to bundle_size trials per task (issue 8)
+    engine: str = "single"  # "fused": bundles of up to bundle_size trials per task
     bundle_size: int = 8  # members per fused bundle (resources above are per bundle then)
 
 
@@ -132,7 +138,7 @@ class SweepSpec:
     runtime: TrialRuntime
     resources: Resources
     results_dir: str | None = None
-    optuna: OptunaSettings | None = None  # search = "optuna" only (qgen_sweep.adaptive)
+    optuna: OptunaSettings | None = None  # search = "optuna" only (qgen_sweep/spec_optuna.py)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def resolved(self) -> dict[str, Any]:

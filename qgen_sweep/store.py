@@ -1,6 +1,9 @@
 """The results store: Parquet files under one results directory; the ledger of what is done.
 
-Layout (architecture.md):
+`ResultsStore` is the only door to these files: every other module reads and writes them through
+its methods (DuckDB in `qgen_sweep.analysis` reads the files `files(kind)` lists).
+
+Layout:
 
     <root>/sweep.toml                      resolved spec as launched (provenance)
     <root>/plan.parquet                    every planned trial: id + config columns (PLAN_SCHEMA)
@@ -11,10 +14,15 @@ Layout (architecture.md):
     <root>/measure_failures/<id>-<n>.parquet  one row per failed measure job
     <root>/checkpoints/<id>/               trial checkpoints (written by the trial engine)
     <root>/checkpoints/<id>/attempts.json  one entry per start of the trial (attempt, host, ...)
+    <root>/optuna/journal.log              the Optuna studies of an adaptive sweep
     <root>/corrupt/                        unreadable files moved aside by launch / resume
     <root>/ray/                            Ray Tune's own experiment folders (not the ledger)
     <root>/.lock, .lock.json               the sweep lock (flock) and who holds it
     <root>/.measure.lock, .measure.lock.json  the lock of `qgen-sweep measure`
+
+Per-trial kinds (`KINDS`: trials, epochs, measures, and any later one) share one layout,
+`<kind>/bits=B/<trial_id>.parquet`, and the rows of their failed jobs go to the kind's failure
+folder. A new kind is one `Kind` entry: its folder, the lock its writers hold, its failure folder.
 
 A failed attempt writes one failure row; a trial is *failed* when it has failure rows and no
 final row (a trial that failed once and then finished keeps its failure rows as history).
@@ -22,7 +30,7 @@ final row (a trial that failed once and then finished keeps its failure rows as 
 Every file is written atomically (temporary file in the same folder, fsync, os.replace), so a
 crash or kill leaves either the old file or the new one, never a torn one. A trial is done when
 its final row exists and reads back; a file that does not read back (truncated by hand, a disk
-error) is reported by `corrupt_files()` and treated as missing, so resume reruns that trial.
+error) is reported by `corrupt_files()` and treated as missing.
 
 `bits` is stored inside every file as well as in the folder name; readers should not rely on
 Hive partition inference (DuckDB: hive_partitioning = false).
@@ -34,36 +42,49 @@ import datetime as dt
 import json
 import os
 import socket
-from collections.abc import Iterable, Iterator
+import typing
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qgen_sweep.atomic import atomic_open, remove_stale_temp_files, write_text_atomic
 from qgen_sweep.errors import StoreError
-
-KINDS = ("trials", "epochs", "measures")
+from qgen_sweep.provenance import failure_row
+from qgen_sweep.trial.config import COLUMN_FIELDS, TrialConfig
 
 _TS = pa.timestamp("us", tz="UTC")
 
+# Arrow type of a config column, from the TrialConfig field's annotation; seeds are any 64-bit
+# integer, every other integer field is small (bits, depth, epochs, ...).
+_ARROW_TYPES: dict[Any, pa.DataType] = {int: pa.int32(), float: pa.float64(), str: pa.string(),
+                                       bool: pa.bool_()}
+_WIDE_COLUMNS = {"seed": pa.int64()}
+
+
+def _config_columns() -> list[tuple[str, pa.DataType]]:
+    hints = typing.get_type_hints(TrialConfig)
+    columns = []
+    for name in COLUMN_FIELDS:
+        columns.append((name, _WIDE_COLUMNS.get(name) or _ARROW_TYPES[hints[name]]))
+        if name == "lr":  # level of lr within its optimizer's list (0, 1, 2)
+            columns.append(("lr_index", pa.int32()))
+    return columns
+
+
 # The configuration columns of the plan and of the final trial rows, in this order.
-CONFIG_COLUMNS = [
-    ("dataset", pa.string()),
-    ("bits", pa.int32()),
-    ("optimizer", pa.string()),
-    ("lr", pa.float64()),
-    ("lr_index", pa.int32()),  # level of lr within its optimizer's list (0, 1, 2)
-    ("weight_decay", pa.float64()),
-    ("depth", pa.int32()),
-    ("width", pa.int32()),
-    ("base_width", pa.int32()),
-    ("epochs", pa.int32()),
-    ("batch_size", pa.int32()),
-    ("seed", pa.int64()),
-]
+CONFIG_COLUMNS = _config_columns()
+
+
+def config_columns(config: TrialConfig, lr_index: int) -> dict[str, Any]:
+    """The identity and config columns of a plan row or a trial row (one function for both):
+    trial_id, the CONFIG_COLUMNS values and the canonical config JSON."""
+    return {"trial_id": config.trial_id, **{name: getattr(config, name) for name in COLUMN_FIELDS},
+            "lr_index": lr_index, "config_json": config.canonical_json()}
+
 
 PLAN_SCHEMA = pa.schema(
     [
@@ -137,6 +158,37 @@ FAILURE_SCHEMA = pa.schema(
 )
 
 
+@dataclass(frozen=True)
+class Kind:
+    """One kind of per-trial result file, `<root>/<name>/bits=B/<trial_id>.parquet`.
+
+    `lock`: the SweepLock its writers hold (its folders are cleaned of a killed writer's
+    temporary files on entry); `failures`: the folder of the failure rows (FAILURE_SCHEMA) of the
+    jobs that write it; `schema`: its columns, or None when the module that computes the kind
+    owns them and passes them to `write_row` (measures: qgen_sweep/measures/schema.py).
+    """
+
+    name: str
+    lock: str
+    failures: str | None = None
+    schema: pa.Schema | None = None
+
+
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind("trials", lock="sweep", failures="failures", schema=TRIAL_SCHEMA),
+    Kind("epochs", lock="sweep", schema=EPOCH_SCHEMA),
+    Kind("measures", lock="measure", failures="measure_failures"),
+)}
+
+
+class PlanEntry(Protocol):
+    """What a plan row is made of (qgen_sweep.plan.PlannedTrial)."""
+
+    position: int
+    config: TrialConfig
+    lr_index: int
+
+
 def write_table_atomic(path: Path, table: pa.Table) -> None:
     """Write `table` to `path` so that readers see the old file or the whole new one."""
     with atomic_open(path) as handle:
@@ -154,8 +206,18 @@ def rows_to_table(rows: Iterable[dict[str, Any]], schema: pa.Schema) -> pa.Table
     return pa.Table.from_pylist([{n: row.get(n) for n in schema.names} for row in rows], schema)
 
 
+def _read_rows(path: Path, columns: Sequence[str] | None = None) -> list[dict[str, Any]] | None:
+    """The rows of one file, or None when it is missing or does not read back."""
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_table(path, columns=list(columns) if columns else None).to_pylist()
+    except (OSError, pa.ArrowException):
+        return None
+
+
 class ResultsStore:
-    """One sweep's results directory."""
+    """One sweep's results directory; every read and write of its files goes through here."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -169,23 +231,45 @@ class ResultsStore:
     def plan_path(self) -> Path:
         return self.root / "plan.parquet"
 
+    @property
+    def journal_path(self) -> Path:
+        """The Optuna journal of an adaptive sweep (append-only; Optuna's file storage)."""
+        return self.root / "optuna" / "journal.log"
+
     def path(self, kind: str, trial_id: str, bits: int) -> Path:
+        """The file of one trial's row of a per-trial kind."""
         if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+            raise ValueError(f"kind must be one of {tuple(KINDS)}, got {kind!r}")
         return self.root / kind / f"bits={int(bits)}" / f"{trial_id}.parquet"
 
-    def failure_path(self, trial_id: str, attempt: int) -> Path:
-        return self.root / "failures" / f"{trial_id}-{attempt}.parquet"
+    def failure_path(self, trial_id: str, attempt: int, kind: str = "trials") -> Path:
+        """The failure row of one attempt of a job writing `kind` (a trial, a measure job)."""
+        return self.root / self._failure_folder(kind) / f"{trial_id}-{attempt}.parquet"
 
     def checkpoint_dir(self, trial_id: str) -> Path:
         return self.root / "checkpoints" / trial_id
 
+    def _failure_folder(self, kind: str) -> str:
+        folder = KINDS[kind].failures if kind in KINDS else None
+        if folder is None:
+            raise ValueError(f"kind {kind!r} has no failure rows; kinds with failures: "
+                             f"{[k for k, v in KINDS.items() if v.failures]}")
+        return folder
+
     # -- writes --------------------------------------------------------------------------------
+    def write_row(self, kind: str, row: dict[str, Any], schema: pa.Schema | None = None) -> Path:
+        """Write one trial's row of a per-trial kind (its schema, or `schema` for kinds whose
+        module owns its columns)."""
+        schema = schema or KINDS[kind].schema
+        if schema is None:
+            raise ValueError(f"kind {kind!r} has no fixed schema; pass the schema of its rows")
+        path = self.path(kind, row["trial_id"], row["bits"])
+        write_table_atomic(path, rows_to_table([row], schema))
+        return path
+
     def write_trial(self, row: dict[str, Any]) -> Path:
         """Write a trial's final row; after this the trial counts as done."""
-        path = self.path("trials", row["trial_id"], row["bits"])
-        write_table_atomic(path, rows_to_table([row], TRIAL_SCHEMA))
-        return path
+        return self.write_row("trials", row)
 
     def write_epochs(self, trial_id: str, bits: int, rows: list[dict[str, Any]]) -> Path:
         """(Re)write a trial's per-epoch rows; called after every epoch while it trains."""
@@ -194,14 +278,33 @@ class ResultsStore:
         write_table_atomic(path, rows_to_table(full, EPOCH_SCHEMA))
         return path
 
-    def write_failure(self, row: dict[str, Any]) -> Path:
-        path = self.failure_path(row["trial_id"], row["attempt"])
+    def write_failure(self, row: dict[str, Any], kind: str = "trials") -> Path:
+        """Write one failure row (FAILURE_SCHEMA) of a job writing `kind`."""
+        path = self.failure_path(row["trial_id"], row["attempt"], kind)
         write_table_atomic(path, rows_to_table([row], FAILURE_SCHEMA))
         return path
 
+    def record_failure(self, kind: str, trial_id: str, bits: int, error: BaseException | str,
+                       attempt: int | None = None, error_type: str | None = None) -> Path:
+        """Write the failure row of a failed job (an exception, or a message from the driver).
+        `attempt` None: the next number after the job's existing failure rows."""
+        if attempt is None:
+            folder = self.root / self._failure_folder(kind)
+            attempt = 1 + sum(1 for _ in folder.glob(f"{trial_id}-*.parquet"))
+        return self.write_failure(failure_row(trial_id, bits, attempt, error, error_type), kind)
+
+    def write_spec(self, text: str) -> None:
+        """Save the resolved spec (sweep.toml) atomically."""
+        write_text_atomic(self.spec_path, text)
+
+    def write_plan(self, sweep: str, trials: Iterable[PlanEntry]) -> None:
+        """Write plan.parquet (atomically): one PLAN_SCHEMA row per planned trial."""
+        rows = [plan_row(sweep, t.position, t.config, t.lr_index) for t in trials]
+        write_table_atomic(self.plan_path, rows_to_table(rows, PLAN_SCHEMA))
+
     # -- reads ---------------------------------------------------------------------------------
     def files(self, kind: str) -> Iterator[Path]:
-        """Final (non-temporary) Parquet files of one kind, sorted."""
+        """Final (non-temporary) Parquet files of one kind or failure folder, sorted."""
         folder = self.root / kind
         if not folder.is_dir():
             return iter(())
@@ -216,6 +319,49 @@ class ResultsStore:
             return False
         return True
 
+    def has(self, kind: str, trial_id: str, bits: int) -> bool:
+        """Whether a trial's file of `kind` exists and reads back."""
+        path = self.path(kind, trial_id, bits)
+        return path.is_file() and self.readable(path)
+
+    def row(self, kind: str, trial_id: str, bits: int,
+            columns: Sequence[str] | None = None) -> dict[str, Any] | None:
+        """A trial's row of a per-trial kind (some `columns` only), or None when it has no
+        readable one."""
+        rows = _read_rows(self.path(kind, trial_id, bits), columns)
+        return rows[0] if rows else None
+
+    def final_row(self, trial_id: str, bits: int,
+                  columns: Sequence[str] | None = None) -> dict[str, Any] | None:
+        """A trial's final row (the outcome of a finished trial), or None when it has none."""
+        return self.row("trials", trial_id, bits, columns)
+
+    def epochs(self, trial_id: str, bits: int) -> list[dict[str, Any]]:
+        """A trial's per-epoch rows without trial_id / bits ([] when none read back)."""
+        rows = _read_rows(self.path("epochs", trial_id, bits)) or []
+        return [{k: v for k, v in r.items() if k not in ("trial_id", "bits")} for r in rows]
+
+    def failure(self, trial_id: str, attempt: int, kind: str = "trials") -> dict[str, Any] | None:
+        """The failure row of one attempt, or None when there is none that reads back."""
+        rows = _read_rows(self.failure_path(trial_id, attempt, kind))
+        return rows[0] if rows else None
+
+    def spec_text(self) -> str | None:
+        """The saved sweep.toml (None when the directory holds no launched sweep)."""
+        return self.spec_path.read_text(encoding="utf-8") if self.spec_path.is_file() else None
+
+    def planned_bits(self) -> dict[str, int]:
+        """trial_id -> bits of every planned trial (a StoreError without a readable plan)."""
+        if not self.plan_path.is_file():
+            raise StoreError(f"{self.root} has no plan.parquet; run `qgen-sweep launch` first "
+                             f"(or pass the --results-dir it used)")
+        try:
+            plan = pq.read_table(self.plan_path, columns=["trial_id", "bits"]).to_pydict()
+        except (OSError, pa.ArrowException) as error:
+            raise StoreError(f"{self.plan_path} does not read back ({error}); relaunch to "
+                             f"rewrite it") from None
+        return dict(zip(plan["trial_id"], plan["bits"], strict=True))
+
     def finished_ids(self, kind: str = "trials") -> set[str]:
         """Trial ids with a readable final file of `kind` (corrupt files do not count)."""
         return {p.stem for p in self.files(kind) if self.readable(p)}
@@ -224,12 +370,12 @@ class ResultsStore:
         """Files that exist but do not read back as Parquet."""
         return [p for kind in kinds for p in self.files(kind) if not self.readable(p)]
 
-    def read(self, kind: str) -> pa.Table | None:
+    def read(self, kind: str, columns: Sequence[str] | None = None) -> pa.Table | None:
         """All readable files of one kind concatenated (None when there are none)."""
         tables = []
         for path in self.files(kind):
             try:
-                tables.append(pq.read_table(path))
+                tables.append(pq.read_table(path, columns=list(columns) if columns else None))
             except (OSError, pa.ArrowException):
                 continue
         if not tables:
@@ -237,7 +383,23 @@ class ResultsStore:
         return pa.concat_tables(tables, promote_options="default")
 
 
+def plan_row(sweep: str, position: int, config: TrialConfig, lr_index: int) -> dict[str, Any]:
+    """A PLAN_SCHEMA row."""
+    return {"sweep": sweep, "position": position, **config_columns(config, lr_index)}
+
+
 # ---- the sweep lock: one launch / resume per results directory ----------------------------------
+def _owned_folders() -> dict[str, tuple[str, ...]]:
+    """lock name -> the folders its holder writes: its kinds and their failure folders (the sweep
+    lock also owns the checkpoints)."""
+    owned: dict[str, list[str]] = {"sweep": []}
+    for kind in KINDS.values():
+        owned.setdefault(kind.lock, []).extend([kind.name] + ([kind.failures] if kind.failures
+                                                               else []))
+    owned["sweep"].append("checkpoints")
+    return {name: tuple(folders) for name, folders in owned.items()}
+
+
 class SweepLock:
     """An exclusive lock on a results directory, held by `launch` / `resume` while they run.
 
@@ -251,10 +413,7 @@ class SweepLock:
     its own lock (`name="measure"`), so measuring finished trials can run beside a launch.
     """
 
-    OWNED = {
-        "sweep": ("trials", "epochs", "failures", "checkpoints"),
-        "measure": ("measures", "measure_failures"),
-    }
+    OWNED = _owned_folders()
 
     def __init__(self, root: Path, command: str, name: str = "sweep") -> None:
         from filelock import FileLock
@@ -366,18 +525,6 @@ class SweepStatus:
         return t["planned"] - t["done"] - t["diverged"]
 
 
-def _plan_bits(store: ResultsStore) -> dict[str, int]:
-    if not store.plan_path.is_file():
-        raise StoreError(f"{store.root} has no plan.parquet; run `qgen-sweep launch` first "
-                         f"(or pass the --results-dir it used)")
-    try:
-        plan = pq.read_table(store.plan_path, columns=["trial_id", "bits"]).to_pydict()
-    except (OSError, pa.ArrowException) as error:
-        raise StoreError(f"{store.plan_path} does not read back ({error}); relaunch to rewrite "
-                         f"it") from None
-    return dict(zip(plan["trial_id"], plan["bits"], strict=True))
-
-
 def _final_status(store: ResultsStore) -> dict[str, str]:
     table = store.read("trials")
     if table is None:
@@ -400,7 +547,7 @@ def sweep_status(store: ResultsStore) -> SweepStatus:
     started trial without a final row counts as `running` (it may be retrying). `interrupted` =
     started (has an attempts log) but no final row and no failure, with nobody running it.
     """
-    planned = _plan_bits(store)
+    planned = store.planned_bits()
     final = _final_status(store)
     failures = _failure_rows(store)
     failed_ids = {r["trial_id"] for r in failures}

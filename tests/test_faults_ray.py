@@ -1,4 +1,4 @@
-"""The issue's fault scenarios on a real local Ray cluster, real trial engine, real files.
+"""Fault scenarios of a sweep on a real local Ray cluster, real trial engine, real files.
 
 (1) SIGKILL of the driver mid-sweep, then resume: every planned trial has exactly one final row.
 (2) a trial raising once is retried and finishes; one raising every time ends as failure records

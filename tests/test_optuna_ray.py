@@ -1,9 +1,10 @@
 """Adaptive search on a real local Ray cluster through Ray Tune's OptunaSearch (real trial
 engine on digits, real journal, real Parquet, real `qgen-sweep` subprocesses).
 
-The issue's test: `qgen-sweep launch smoke-tpe` is SIGKILLed mid-search, `qgen-sweep resume
-smoke-tpe` continues the same studies: each ends with the requested number of finished trials,
-there is one result row per trial id, and no trial finished before the kill is trained again.
+The kill-and-resume test: `qgen-sweep launch smoke-tpe` is SIGKILLed mid-search, `qgen-sweep
+resume smoke-tpe` continues the same studies: each ends with the requested number of finished
+trials, there is one result row per trial id, and no trial finished before the kill is trained
+again.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Sweep specs: the shipped specs, --set overrides, resolved round trip, and malformed specs.
 
-The malformed-spec table is the issue's fault test (5): each bad spec, given to the real
-`qgen-sweep validate` in a subprocess, exits 2 with one `error:` line per problem naming the file
-and the key, and never prints a traceback.
+The malformed-spec table is fault scenario (5) of test_faults_ray.py: each bad spec, given to
+the real `qgen-sweep validate` in a subprocess, exits 2 with one `error:` line per problem naming
+the file and the key, and never prints a traceback.
 """
 
 from __future__ import annotations

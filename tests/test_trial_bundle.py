@@ -1,4 +1,4 @@
-"""run_bundle against K separate run_trial calls (issue 8): float64 on the CPU, real digits data,
+"""run_bundle against K separate run_trial calls: float64 on the CPU, real digits data,
 real checkpoint files. Also divergence isolation, bundle-level resume and plan_bundles."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from qgen_sweep.trial.config import TrialConfig, TrialRuntime
 from qgen_sweep.trial.train import load_model, run_trial
 
 torch.set_num_threads(2)
-TOL = 1e-6  # issue 8: per-member weights and metrics equal to 1e-6 in float64
+TOL = 1e-6  # per-member weights and metrics must agree to 1e-6 in float64
 RUNTIME = TrialRuntime(device="cpu", dtype="float64", eval_batch_size=512)
 BASE = dict(dataset="digits", depth=2, width=1, base_width=4, epochs=2, batch_size=128,
             milestones=(1,), gamma=0.1)  # N = 2 x 11 steps, across an lr milestone

@@ -1,4 +1,4 @@
-"""Fused bundles inside a sweep (issue 8): `qgen-sweep launch --bundle-size K` on a real local
+"""Fused bundles inside a sweep: `qgen-sweep launch --bundle-size K` on a real local
 Ray cluster writes one final row per trial, as an unfused run would, plus engine / bundle_id."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The fast paths of the trial engine (issue 8): no host reads inside a training step, compiled
+"""The fast paths of the trial engine: no host reads inside a training step, compiled
 and eager runs agree, channels_last and bf16 autocast (with the quantizer kept in fp32)."""
 
 from __future__ import annotations

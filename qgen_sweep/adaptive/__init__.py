@@ -1,4 +1,4 @@
-"""Adaptive search (issue 7): Optuna studies over the QGen space, run through Ray Tune.
+"""Adaptive search: Optuna studies over the QGen space, run through Ray Tune.
 
 - `settings`: the spec's `[optuna]` table (stdlib only; spec.py imports it).
 - `study`: the search space, samplers, journal storage, the ledger rules (reuse of finished

@@ -126,7 +126,7 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
     import dataclasses
 
     from qgen_sweep.backends.faults import ENV_VAR as FAULT_ENV
-    from qgen_sweep.backends.runner import provenance
+    from qgen_sweep.provenance import provenance
 
     per_epoch = spec.optuna.pruner == "asha" and options.backend == "ray"
     # ASHA needs every epoch's objective: the engine wrapped to report it (unless a test or

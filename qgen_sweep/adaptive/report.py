@@ -15,13 +15,15 @@ from typing import Any
 
 def journals(results_dir: Path | str) -> list[Path]:
     """Journal files of one results directory, or of the sweeps right below it (`runs/`)."""
-    from qgen_sweep.adaptive.settings import JOURNAL
+    from qgen_sweep.store import ResultsStore
 
     root = Path(results_dir)
-    own = root / JOURNAL
+    own = ResultsStore(root).journal_path
     if own.is_file():
         return [own]
-    return sorted(p for p in root.glob(f"*/{JOURNAL}") if p.is_file())
+    below = (ResultsStore(sub).journal_path for sub in sorted(root.iterdir()) if sub.is_dir()) \
+        if root.is_dir() else ()
+    return [path for path in below if path.is_file()]
 
 
 def _studies(journal: Path) -> list[Any]:

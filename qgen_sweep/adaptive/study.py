@@ -27,10 +27,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from qgen_sweep.adaptive.settings import JOURNAL, OptunaSettings
 from qgen_sweep.errors import UsageError
 from qgen_sweep.plan import PlannedTrial, axis_names
 from qgen_sweep.spec import SweepSpec
+from qgen_sweep.spec_optuna import OptunaSettings
 from qgen_sweep.store import ResultsStore
 from qgen_sweep.trial.config import TrialConfig
 
@@ -45,7 +45,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 # ---- storage and studies -------------------------------------------------------------------------
 def journal_path(root: Path | str) -> Path:
     """Where a results directory keeps its Optuna journal."""
-    return Path(root) / JOURNAL
+    return ResultsStore(root).journal_path
 
 
 def _repair_torn_tail(path: Path) -> None:
@@ -199,14 +199,8 @@ class Outcome:
 def stored_outcome(store: ResultsStore, trial_id: str, bits: int,
                    objective: str) -> Outcome | None:
     """The outcome recorded by a trial's final row (None when it has no readable one)."""
-    import pyarrow.parquet as pq
-
-    path = store.path("trials", trial_id, bits)
-    if not path.is_file():
-        return None
-    try:
-        row = pq.read_table(path, columns=[objective, "status"]).to_pylist()[0]
-    except Exception:  # noqa: BLE001 - a torn file counts as missing; resume reruns the trial
+    row = store.final_row(trial_id, bits, columns=[objective, "status"])
+    if row is None:  # missing or torn: resume reruns the trial
         return None
     value = row[objective]
     if row["status"] == "diverged" or value is None or not math.isfinite(value):

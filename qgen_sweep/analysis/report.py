@@ -111,7 +111,7 @@ def build_report(
         "units": UNITS,
     }
     report.update(_measures_sections(con))
-    from qgen_sweep.adaptive.report import report_sections  # issue 7: optuna_best, _importances
+    from qgen_sweep.adaptive.report import report_sections  # optuna_best, optuna_importances
 
     report.update(report_sections(results_dir))  # {} unless the sweep is an adaptive search
     if plots_dir is not None:

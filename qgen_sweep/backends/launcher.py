@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from qgen_sweep.atomic import write_text_atomic
 from qgen_sweep.backends import DEFAULT_TRIAL_FN, RunContext, RunSettings
 from qgen_sweep.backends.faults import ENV_VAR as FAULT_ENV
 from qgen_sweep.backends.progress import Progress
-from qgen_sweep.backends.runner import provenance, task_of
+from qgen_sweep.backends.runner import task_of
 from qgen_sweep.errors import QGenError, UsageError
 from qgen_sweep.plan import PlannedTrial, plan
+from qgen_sweep.provenance import provenance
 from qgen_sweep.spec import SweepSpec, read_spec_text, spec_from_file
-from qgen_sweep.store import PLAN_SCHEMA, ResultsStore, SweepLock, rows_to_table, write_table_atomic
+from qgen_sweep.store import ResultsStore, SweepLock
 
 BACKENDS = ("ray", "local")
 
@@ -75,10 +75,8 @@ def _check_same_sweep(store: ResultsStore, spec: SweepSpec) -> None:
 
 def write_plan(store: ResultsStore, spec: SweepSpec, trials: list[PlannedTrial]) -> None:
     """Save the resolved spec and plan.parquet (atomically)."""
-    write_text_atomic(store.spec_path,
-                      f"# sweep: {spec.name}\n# spec hash: {spec.spec_hash}\n{spec.to_toml()}")
-    table = rows_to_table([t.plan_row(spec.name) for t in trials], PLAN_SCHEMA)
-    write_table_atomic(store.plan_path, table)
+    store.write_spec(f"# sweep: {spec.name}\n# spec hash: {spec.spec_hash}\n{spec.to_toml()}")
+    store.write_plan(spec.name, trials)
 
 
 def quarantine_corrupt(store: ResultsStore) -> list[Path]:

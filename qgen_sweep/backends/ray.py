@@ -20,7 +20,7 @@ from typing import Any
 
 from qgen_sweep.backends import RunContext, RunSettings
 from qgen_sweep.backends.progress import Progress
-from qgen_sweep.backends.runner import failure_row, run_one
+from qgen_sweep.backends.runner import run_one
 from qgen_sweep.store import ResultsStore, read_attempts
 
 # Set before ray is imported: old-style (silent at verbose=0) console output, no CSV / JSON /
@@ -109,13 +109,13 @@ class _ProgressCallback(tune.Callback):
 
     def _member_reason(self, trial, task: dict[str, Any]) -> str:
         attempt = len(read_attempts(self.store, task["trial_id"]))
-        path = self.store.failure_path(task["trial_id"], attempt)
-        if attempt and not path.exists():
+        if attempt and not self.store.failure_path(task["trial_id"], attempt).exists():
             message = _ray_error_line(trial)
-            self.store.write_failure(failure_row(task["trial_id"], task["bits"], attempt,
-                                                 message, error_type="WorkerDied"))
+            self.store.record_failure("trials", task["trial_id"], task["bits"], message,
+                                      attempt=attempt, error_type="WorkerDied")
             return f"WorkerDied: {message}"
-        return _failure_line(path)
+        row = self.store.failure(task["trial_id"], attempt) if attempt else None
+        return f"{row['error_type']}: {row['message']}" if row else "see `qgen-sweep status`"
 
 
 def _tid(trial) -> str:
@@ -129,17 +129,6 @@ def _ray_error_line(trial) -> str:
         text = ""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else "the process running the trial died"
-
-
-def _failure_line(path: Path) -> str:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        row = pq.read_table(path, columns=["error_type", "message"]).to_pylist()[0]
-    except (OSError, IndexError, pa.ArrowException):  # the reason line is best effort
-        return "see `qgen-sweep status`"
-    return f"{row['error_type']}: {row['message']}"
 
 
 def run_ray(tasks: list[dict[str, Any]], ctx: RunContext, settings: RunSettings,

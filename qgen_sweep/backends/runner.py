@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import json
-import platform
-import socket
-import subprocess
-import traceback
 from collections.abc import Callable
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from qgen_sweep.backends import RunContext
 from qgen_sweep.backends.faults import FaultPlan
-from qgen_sweep.store import ResultsStore, read_attempts, write_attempts
+from qgen_sweep.provenance import host, now
+from qgen_sweep.store import ResultsStore, config_columns, read_attempts, write_attempts
 from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, TrialRuntime
-
-TRACEBACK_LINES = 15  # enough to see where an error came from without storing whole logs
 
 
 def task_of(trial_id: str, config: TrialConfig, lr_index: int) -> dict[str, Any]:
@@ -40,19 +32,19 @@ def task_of(trial_id: str, config: TrialConfig, lr_index: int) -> dict[str, Any]
 
 def run_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Run (or continue) one trial to its final row; returns a small summary for progress."""
-    if "bundle" in task:  # a fused bundle of several trials (issue 8)
+    if "bundle" in task:  # a fused bundle of several trials
         return run_bundle_one(task, ctx)
     store = ResultsStore(ctx.store_root)
     trial_id, bits = task["trial_id"], int(task["bits"])
-    final_path = store.path("trials", trial_id, bits)
-    if final_path.is_file() and store.readable(final_path):
-        return {"trial_id": trial_id, "status": _read_status(final_path), "skipped": True}
+    final = store.final_row(trial_id, bits, columns=["status"])
+    if final is not None:
+        return {"trial_id": trial_id, "status": final["status"], "skipped": True}
     config = TrialConfig.from_dict(task["config"])
     attempts = _start_attempt(store, trial_id)
     try:
         result = _train(task, ctx, store, config, attempts)
     except Exception as error:
-        store.write_failure(failure_row(trial_id, bits, len(attempts), error))
+        store.record_failure("trials", trial_id, bits, error, attempt=len(attempts))
         raise
     store.write_epochs(trial_id, bits, [epoch_row(m) for m in result.history])
     row = final_row(task, ctx, config, result, attempts)
@@ -91,7 +83,7 @@ class _EpochLog:
     def __init__(self, store: ResultsStore, trial_id: str, bits: int,
                  attempts: list[dict[str, Any]]) -> None:
         self.store, self.trial_id, self.bits, self.attempts = store, trial_id, bits, attempts
-        self.rows = _existing_epochs(store, trial_id, bits)
+        self.rows = store.epochs(trial_id, bits)
 
     def record(self, metrics: EpochMetrics) -> None:
         self.rows = [r for r in self.rows if r["epoch"] < metrics.epoch] + [epoch_row(metrics)]
@@ -103,30 +95,10 @@ class _EpochLog:
 
 def _start_attempt(store: ResultsStore, trial_id: str) -> list[dict[str, Any]]:
     attempts = read_attempts(store, trial_id)
-    attempts.append({"attempt": len(attempts) + 1, "host": socket.gethostname(),
-                     "started": _now().isoformat(), "first_epoch": None})
+    attempts.append({"attempt": len(attempts) + 1, "host": host(), "started": now().isoformat(),
+                     "first_epoch": None})
     write_attempts(store, trial_id, attempts)
     return attempts
-
-
-def _existing_epochs(store: ResultsStore, trial_id: str, bits: int) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    path = store.path("epochs", trial_id, bits)
-    if not (path.is_file() and store.readable(path)):
-        return []
-    columns = [c for c in pq.read_schema(path).names if c not in ("trial_id", "bits")]
-    return pq.read_table(path, columns=columns).to_pylist()
-
-
-def _read_status(path: Path) -> str:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path, columns=["status"]).column(0)[0].as_py()
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def epoch_row(m: EpochMetrics) -> dict[str, Any]:
@@ -140,65 +112,21 @@ def epoch_row(m: EpochMetrics) -> dict[str, Any]:
 def final_row(task: dict[str, Any], ctx: RunContext, config: TrialConfig, result: TrialResult,
               attempts: list[dict[str, Any]]) -> dict[str, Any]:
     """The TRIAL_SCHEMA row: config, final metrics, provenance."""
-    c = config
     return {
-        "trial_id": task["trial_id"], "sweep": ctx.sweep, "dataset": c.dataset, "bits": c.bits,
-        "optimizer": c.optimizer, "lr": c.lr, "lr_index": task["lr_index"],
-        "weight_decay": c.weight_decay, "depth": c.depth, "width": c.width,
-        "base_width": c.base_width, "epochs": c.epochs, "batch_size": c.batch_size,
-        "seed": c.seed, "status": result.status, "train_acc": result.train_acc,
-        "test_acc": result.test_acc, "train_loss": result.train_loss,
-        "test_loss": result.test_loss, "gap": result.gap, "l2_norm": result.l2_norm,
-        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-        "diverged_epoch": result.diverged_epoch, "seconds": result.seconds,
-        "step_size_layers": list(result.step_sizes), "step_sizes": list(result.step_sizes.values()),
-        "config_json": c.canonical_json(), "engine": "single", "bundle_id": None,
-        "attempts": len(attempts), "host": socket.gethostname(), "device": result.device,
+        **config_columns(config, task["lr_index"]), "sweep": ctx.sweep, "status": result.status,
+        "train_acc": result.train_acc, "test_acc": result.test_acc,
+        "train_loss": result.train_loss, "test_loss": result.test_loss, "gap": result.gap,
+        "l2_norm": result.l2_norm, "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run, "diverged_epoch": result.diverged_epoch,
+        "seconds": result.seconds, "step_size_layers": list(result.step_sizes),
+        "step_sizes": list(result.step_sizes.values()), "engine": "single", "bundle_id": None,
+        "attempts": len(attempts), "host": host(), "device": result.device,
         "git_rev": ctx.provenance.get("git_rev"), "versions_json": ctx.provenance.get("versions"),
-        "started_at": dt.datetime.fromisoformat(attempts[0]["started"]), "finished_at": _now(),
+        "started_at": dt.datetime.fromisoformat(attempts[0]["started"]), "finished_at": now(),
     }
 
 
-def failure_row(trial_id: str, bits: int, attempt: int, error: BaseException | str,
-                error_type: str | None = None) -> dict[str, Any]:
-    """A FAILURE_SCHEMA row for one failed attempt (an exception, or a message from the driver)."""
-    if isinstance(error, BaseException):
-        lines = traceback.format_exception(type(error), error, error.__traceback__)
-        tail = "".join(lines).splitlines()[-TRACEBACK_LINES:]
-        message, error_type = str(error), type(error).__name__
-    else:
-        tail, message = [], error
-    first = message.strip().splitlines()[0] if message.strip() else "(no message)"
-    return {"trial_id": trial_id, "bits": bits, "attempt": attempt,
-            "error_type": error_type or "Error", "message": first[:500],
-            "traceback_tail": "\n".join(tail), "host": socket.gethostname(), "time": _now()}
-
-
-def provenance() -> dict[str, Any]:
-    """Code revision and package versions, computed once in the driver."""
-    versions = {"python": platform.python_version()}
-    for package in ("qgen-sweep", "torch", "ray", "pyarrow", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return {"git_rev": git_revision(), "versions": json.dumps(versions, sort_keys=True)}
-
-
-def git_revision() -> str | None:
-    """HEAD of the checkout qgen_sweep runs from, with "-dirty" for uncommitted changes."""
-    here = Path(__file__).resolve().parent  # qgen_sweep/backends
-    try:
-        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        diff = ["git", "-C", str(here), "diff", "--quiet", "HEAD", "--", str(here.parent)]
-        dirty = subprocess.run(diff, capture_output=True, timeout=10).returncode != 0
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return f"{rev}-dirty" if dirty else rev
-
-
-# ---- fused bundles (issue 8): several trials trained as one network, one row each ---------------
+# ---- fused bundles: several trials trained as one network, one row each -------------------------
 
 
 def bundle_task_of(members: list[tuple[str, TrialConfig, int]]) -> dict[str, Any]:
@@ -215,8 +143,7 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     from qgen_sweep.trial.bundle import run_bundle, trained_bundle_id
 
     store = ResultsStore(ctx.store_root)
-    todo = [m for m in task["bundle"]
-            if not store.readable(store.path("trials", m["trial_id"], m["bits"]))]
+    todo = [m for m in task["bundle"] if not store.has("trials", m["trial_id"], m["bits"])]
     if not todo:
         return {"trial_id": task["trial_id"], "status": "done", "skipped": True,
                 "members": len(task["bundle"])}
@@ -241,8 +168,8 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         results = run_bundle(configs, runtime, store.root / "checkpoints", on_epoch)
     except Exception as error:
         for m in todo:
-            store.write_failure(failure_row(m["trial_id"], bits[m["trial_id"]],
-                                            len(attempts[m["trial_id"]]), error))
+            store.record_failure("trials", m["trial_id"], bits[m["trial_id"]], error,
+                                 attempt=len(attempts[m["trial_id"]]))
         raise
     statuses = []
     for m, config, result in zip(todo, configs, results, strict=True):

@@ -6,8 +6,9 @@
 
 Measures every trial with status 'done' (and matching --where) whose measures file is missing
 or lacks a requested family; resumable like launch (jobs write their file atomically when they
-finish). Each job is a Ray task with the sweep's per-trial resources. Search settings default to
-the paper's (docs/science.md). Heavy libraries are imported inside the command.
+finish). Each job is a Ray task with the sweep's per-trial resources. The search settings'
+defaults are those of qgen_sweep/measures/search.py. Heavy libraries are imported inside the
+command.
 """
 
 from __future__ import annotations

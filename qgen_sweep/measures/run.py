@@ -5,23 +5,18 @@ bounds -> one row of measures/bits=B/<trial_id>.parquet (written atomically).
 `--backend local`): it never raises for a failing trial; it records a failure row under
 <results>/measure_failures/<trial_id>-<attempt>.parquet (FAILURE_SCHEMA, like trial failures but
 in their own folder, so a measure failure never makes a done trial look failed) and returns.
+Every file goes through the store (`ResultsStore.write_row`, `record_failure`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
-import platform
-import socket
 import time
-import traceback
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import torch
 
 from qgen_sweep.errors import UsageError
@@ -36,10 +31,8 @@ from qgen_sweep.measures.search import (
     pacbayes_search,
     sharpness_search,
 )
-from qgen_sweep.store import FAILURE_SCHEMA, ResultsStore, rows_to_table, write_table_atomic
-
-FAILURES_FOLDER = "measure_failures"
-TRACEBACK_LINES = 15
+from qgen_sweep.provenance import host, now, versions_json
+from qgen_sweep.store import ResultsStore
 
 
 @dataclass(frozen=True)
@@ -159,11 +152,7 @@ def measure_networks(
 
 def existing_row(store: ResultsStore, trial_id: str, bits: int) -> dict[str, Any] | None:
     """The trial's measures row, or None when it has none (or it does not read back)."""
-    path = store.path("measures", trial_id, bits)
-    if not path.is_file() or not store.readable(path):
-        return None
-    rows = pq.read_table(path).to_pylist()
-    return rows[0] if rows else None
+    return store.row("measures", trial_id, bits)
 
 
 def done_families(row: dict[str, Any] | None) -> set[str]:
@@ -171,16 +160,6 @@ def done_families(row: dict[str, Any] | None) -> set[str]:
     if not row or not row.get("families"):
         return set()
     return set(row["families"].split(","))
-
-
-def _versions() -> str:
-    versions = {"python": platform.python_version()}
-    for package in ("qgen-sweep", "torch"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return json.dumps(versions, sort_keys=True)
 
 
 def _settings_columns(settings: MeasureSettings) -> dict[str, Any]:
@@ -228,36 +207,19 @@ def measure_trial(store: ResultsStore, trial: dict[str, Any], settings: MeasureS
         "l2_norm_unfolded": l2_norm(model), **_settings_columns(settings),
         "seconds": (previous or {}).get("seconds", 0.0) + time.perf_counter() - started,
         "train_passes": (previous or {}).get("train_passes", 0.0) + values["train_passes"],
-        "device": str(device), "host": socket.gethostname(), "versions_json": _versions(),
-        "measured_at": dt.datetime.now(dt.UTC),
+        "device": str(device), "host": host(), "versions_json": versions_json(),
+        "measured_at": now(),
     })
-    write_table_atomic(path, rows_to_table([row], MEASURE_SCHEMA))
-    return path
-
-
-def failure_path(store: ResultsStore, trial_id: str, attempt: int) -> Path:
-    return store.root / FAILURES_FOLDER / f"{trial_id}-{attempt}.parquet"
+    return store.write_row("measures", row, MEASURE_SCHEMA)
 
 
 def record_failure(
     store: ResultsStore, trial_id: str, bits: int, error: BaseException | str
 ) -> Path:
-    """Write one FAILURE_SCHEMA row for a failed measure attempt (attempt = previous + 1)."""
-    folder = store.root / FAILURES_FOLDER
-    attempt = 1 + sum(1 for _ in folder.glob(f"{trial_id}-*.parquet")) if folder.is_dir() else 1
-    if isinstance(error, BaseException):
-        lines = traceback.format_exception(type(error), error, error.__traceback__)
-        tail = "".join(lines).splitlines()[-TRACEBACK_LINES:]
-        message, error_type = str(error), type(error).__name__
-    else:
-        tail, message, error_type = [], error, "WorkerError"
-    first = message.strip().splitlines()[0] if message.strip() else "(no message)"
-    row = {"trial_id": trial_id, "bits": bits, "attempt": attempt, "error_type": error_type,
-           "message": first[:500], "traceback_tail": "\n".join(tail),
-           "host": socket.gethostname(), "time": dt.datetime.now(dt.UTC)}
-    path = failure_path(store, trial_id, attempt)
-    write_table_atomic(path, rows_to_table([row], FAILURE_SCHEMA))
-    return path
+    """Write one FAILURE_SCHEMA row for a failed measure attempt (attempt = previous + 1); a
+    message instead of an exception is a worker that died before it could write one."""
+    return store.record_failure("measures", trial_id, bits, error, error_type=None
+                                if isinstance(error, BaseException) else "WorkerError")
 
 
 def run_job(results_dir: str, trial: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from qgen_sweep.errors import StoreError
 from qgen_sweep.store import ResultsStore
 
@@ -43,11 +41,8 @@ def eligible_trials(store: ResultsStore, where: str | None = None) -> list[dict[
 
 def measured_families(store: ResultsStore, trial_id: str, bits: int) -> set[str]:
     """Families present in a trial's measures file (empty when missing or unreadable)."""
-    path = store.path("measures", trial_id, bits)
-    if not path.is_file() or not store.readable(path):
-        return set()
-    column = pq.read_table(path, columns=["families"]).column("families").to_pylist()
-    return set(column[0].split(",")) if column and column[0] else set()
+    row = store.row("measures", trial_id, bits, columns=["families"])
+    return set(row["families"].split(",")) if row and row["families"] else set()
 
 
 def pending_trials(

@@ -1,4 +1,4 @@
-"""Train a bundle of trials together as one fused network (issue 8, HFTA-style).
+"""Train a bundle of trials together as one fused network (HFTA-style).
 
 `run_bundle(configs, ...)` trains K trial configs that differ only in per-member fields (bits,
 optimizer, lr, weight decay, momentum, first/last policy, step-size lr scale, lr-schedule factor

@@ -3,7 +3,7 @@
 TrialConfig is the scientific identity of a trial: everything that changes what is computed.
 Its canonical form is hashed into the content-addressed `trial_id`. Where the run happens and how
 fast (device, data directory, compilation, eval batch size) lives in TrialRuntime and is excluded.
-Defaults follow ../shared/design/science.md (paper appendix B.3) unless stated.
+Defaults follow the paper (appendix B.3) unless stated.
 """
 
 from __future__ import annotations
@@ -129,6 +129,13 @@ class TrialConfig:
         return {"cifar10": 10, "cifar100": 100, "digits": 10}[self.dataset]
 
 
+
+# The TrialConfig fields that plan and trial rows carry as columns of their own, in column order
+# (what the analysis groups and pairs on); every field is in their config_json as well. The store
+# derives the column types from these fields' annotations.
+COLUMN_FIELDS = ("dataset", "bits", "optimizer", "lr", "weight_decay", "depth", "width",
+                 "base_width", "epochs", "batch_size", "seed")
+
 # Values a runtime may take (checked by the spec parser, before any trial starts).
 RUNTIME_DTYPES = ("float32", "float64")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -147,7 +154,8 @@ class TrialRuntime:
     channels_last: bool = False
     threads: int | None = None  # torch.set_num_threads on CPU; None = leave as is
     # Parameter/data dtype: "float64" makes fused-vs-unfused equivalence exact to ~1e-10 on the
-    # CPU (issue 8 tests); training runs use float32 (with optional bf16 autocast via `amp`).
+    # CPU (tests/test_trial_bundle.py); training runs use float32 (with optional bf16 autocast
+    # via `amp`).
     dtype: str = "float32"
 
 

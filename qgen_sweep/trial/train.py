@@ -9,7 +9,7 @@ state after every epoch), best.pt (kept model). All written atomically; a trial 
 continues from it and ends with exactly the metrics of an uninterrupted run, because the batch
 order and augmentation of each epoch are a pure function of (seed, epoch).
 
-Step performance (issue 8, performance.md): the step reads nothing back to the host (epoch loss
+Step performance: the step reads nothing back to the host (epoch loss
 and accuracy are summed on the device and read once per epoch; tests/test_trial_fast.py checks
 it); shapes are static (the ragged last batch is dropped, so an epoch is floor(n / batch) steps of
 the same shape and every example is seen once per epoch except the n mod batch left out by that

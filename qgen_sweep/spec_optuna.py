@@ -15,8 +15,9 @@
 
 The search space is the spec's `[grid]` axes (each list a categorical choice, the learning rate
 conditional on the optimizer via `[grid.lr]`), so every suggested trial is a grid point with the
-grid's content-addressed trial id. This module is imported by spec.py, so it must stay free of
-optuna and of spec.py itself (problems are reported through a callback).
+grid's content-addressed trial id. Part of the spec layer (spec.py imports it): standard library
+only, no optuna, and no import of spec.py itself (problems are reported through a callback). The
+search that runs these settings is qgen_sweep/adaptive/.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-JOURNAL = "optuna/journal.log"  # the studies of a results directory (Optuna journal file)
 SAMPLERS = ("tpe", "random")
 DIRECTIONS = ("minimize", "maximize")
 PRUNERS = ("none", "asha")
