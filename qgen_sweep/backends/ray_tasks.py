@@ -1,27 +1,33 @@
-"""Measure jobs as plain Ray tasks (the measures are independent, short, and need no Tune).
+"""Per-trial jobs on finished trials as plain Ray tasks (`measure`, and any later job of that
+kind: they are independent, short, and need no Tune).
 
-Each job runs qgen_sweep.measures.run.run_job in a worker with the trial's resources (the sweep
-spec's resources.cpu / resources.gpu) and writes its own measures file atomically, so a killed
-driver loses only the jobs in flight; the next `qgen-sweep measure` skips what was written. A
-worker that dies (out of memory, killed) surfaces here as a RayError and is recorded as a failure
-row by the driver.
+Each job runs a "module:function" with `run_job`'s signature, `(results_dir, trial, settings) ->
+summary`, in a worker with the trial's resources (the sweep spec's resources.cpu / resources.gpu)
+and writes its own file of its store kind atomically, so a killed driver loses only the jobs in
+flight; the next run skips what was written. A worker that dies (out of memory, killed) surfaces
+here as a RayError and is recorded as a failure row of that kind by the driver.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 from qgen_sweep.backends.ray import init_ray
 
-
-def _run_job(results_dir: str, trial: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    from qgen_sweep.measures.run import run_job
-
-    return run_job(results_dir, trial, settings)
+MEASURE_JOB = "qgen_sweep.measures.run:run_job"
 
 
-def run_measure_jobs(
+def _run_job(job: str, results_dir: str, trial: dict[str, Any],
+             settings: dict[str, Any]) -> dict[str, Any]:
+    module, _, name = job.partition(":")
+    return getattr(importlib.import_module(module), name)(results_dir, trial, settings)
+
+
+def run_trial_jobs(
+    job: str,
+    kind: str,
     results_dir: str,
     trials: list[dict[str, Any]],
     settings: dict[str, Any],
@@ -31,22 +37,23 @@ def run_measure_jobs(
     on_result: Callable[[dict[str, Any]], None] = lambda result: None,
     note: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Run one Ray task per trial; `on_result` sees each summary as it completes."""
+    """Run `job` as one Ray task per trial (rows {"trial_id", "bits", ...}); `on_result` sees
+    each summary as it completes. A dead worker becomes a failure row of store kind `kind`."""
     import ray
 
-    from qgen_sweep.measures.run import record_failure
     from qgen_sweep.store import ResultsStore
 
     cluster = init_ray(address)
     if gpu > 0 and cluster.get("GPU", 0) == 0:
-        note(f"warning: the Ray cluster has no GPUs; measuring on CPUs (gpu = {gpu:g} ignored)")
+        note(f"warning: the Ray cluster has no GPUs; running the jobs on CPUs (gpu = {gpu:g} "
+             f"ignored)")
         gpu = 0.0
     # The job's device setting ("auto" by default) resolves to the GPU Ray assigns to the task
     # (Ray sets CUDA_VISIBLE_DEVICES for tasks with num_gpus > 0).
     # threads = the task's CPUs: two tasks on two cores must not each start two threads.
     settings = {**settings, "threads": max(1, int(cpu))}
     task = ray.remote(_run_job).options(num_cpus=cpu, num_gpus=gpu, max_retries=0)
-    refs = {task.remote(results_dir, trial, settings): trial for trial in trials}
+    refs = {task.remote(job, results_dir, trial, settings): trial for trial in trials}
     pending, results = list(refs), []
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
@@ -56,9 +63,19 @@ def run_measure_jobs(
                 result = ray.get(ref)
             except ray.exceptions.RayError as error:  # the worker died before it could record
                 message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-                record_failure(ResultsStore(results_dir), trial["trial_id"], trial["bits"], message)
+                ResultsStore(results_dir).record_failure(kind, trial["trial_id"], trial["bits"],
+                                                         message, error_type="WorkerError")
                 result = {"trial_id": trial["trial_id"], "bits": trial["bits"],
                           "status": "failed", "seconds": 0.0, "message": message}
             results.append(result)
             on_result(result)
     return results
+
+
+def run_measure_jobs(results_dir: str, trials: list[dict[str, Any]], settings: dict[str, Any],
+                     cpu: float, gpu: float, address: str | None = None,
+                     on_result: Callable[[dict[str, Any]], None] = lambda result: None,
+                     note: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """`qgen-sweep measure`'s jobs: measures.run.run_job per trial, failures as measure rows."""
+    return run_trial_jobs(MEASURE_JOB, "measures", results_dir, trials, settings, cpu, gpu,
+                          address, on_result, note)
