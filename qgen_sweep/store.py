@@ -12,13 +12,17 @@ Layout:
     <root>/measures/bits=B/<id>.parquet    generalization measures of a finished trial
     <root>/failures/<id>-<attempt>.parquet one row per failed attempt (FAILURE_SCHEMA)
     <root>/measure_failures/<id>-<n>.parquet  one row per failed measure job
+    <root>/robustness/bits=B/<id>.parquet  losses on corrupted test sets, one row per
+                                           (source, corruption, severity)
+    <root>/robustness_failures/<id>-<n>.parquet  one row per failed robustness job
     <root>/checkpoints/<id>/               trial checkpoints (written by the trial engine)
     <root>/checkpoints/<id>/attempts.json  one entry per start of the trial (attempt, host, ...)
     <root>/optuna/journal.log              the Optuna studies of an adaptive sweep
     <root>/corrupt/                        unreadable files moved aside by launch / resume
     <root>/ray/                            Ray Tune's own experiment folders (not the ledger)
     <root>/.lock, .lock.json               the sweep lock (flock) and who holds it
-    <root>/.measure.lock, .measure.lock.json  the lock of `qgen-sweep measure`
+    <root>/.measure.lock, .measure.lock.json  the lock of `qgen-sweep measure` (each post-hoc
+                                           kind has its own: .robustness.lock, ...)
 
 Per-trial kinds (`KINDS`: trials, epochs, measures, and any later one) share one layout,
 `<kind>/bits=B/<trial_id>.parquet`, and the rows of their failed jobs go to the kind's failure
@@ -178,6 +182,7 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("trials", lock="sweep", failures="failures", schema=TRIAL_SCHEMA),
     Kind("epochs", lock="sweep", schema=EPOCH_SCHEMA),
     Kind("measures", lock="measure", failures="measure_failures"),
+    Kind("robustness", lock="robustness", failures="robustness_failures"),
 )}
 
 

@@ -1,5 +1,6 @@
-"""Per-trial jobs on finished trials as plain Ray tasks (`measure`, and any later job of that
-kind: they are independent, short, and need no Tune).
+"""Per-trial jobs on finished trials as plain Ray tasks (`measure`, `robustness`, `landscape`:
+the backend of the shared post-hoc runner, qgen_sweep.posthoc; the jobs are independent, short,
+and need no Tune).
 
 Each job runs a "module:function" with `run_job`'s signature, `(results_dir, trial, settings) ->
 summary`, in a worker with the trial's resources (the sweep spec's resources.cpu / resources.gpu)
@@ -15,8 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 from qgen_sweep.backends.ray import init_ray
-
-MEASURE_JOB = "qgen_sweep.measures.run:run_job"
 
 
 def _run_job(job: str, results_dir: str, trial: dict[str, Any],
@@ -71,11 +70,3 @@ def run_trial_jobs(
             on_result(result)
     return results
 
-
-def run_measure_jobs(results_dir: str, trials: list[dict[str, Any]], settings: dict[str, Any],
-                     cpu: float, gpu: float, address: str | None = None,
-                     on_result: Callable[[dict[str, Any]], None] = lambda result: None,
-                     note: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """`qgen-sweep measure`'s jobs: measures.run.run_job per trial, failures as measure rows."""
-    return run_trial_jobs(MEASURE_JOB, "measures", results_dir, trials, settings, cpu, gpu,
-                          address, on_result, note)

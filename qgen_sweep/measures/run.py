@@ -213,26 +213,12 @@ def measure_trial(store: ResultsStore, trial: dict[str, Any], settings: MeasureS
     return store.write_row("measures", row, MEASURE_SCHEMA)
 
 
-def record_failure(
-    store: ResultsStore, trial_id: str, bits: int, error: BaseException | str
-) -> Path:
-    """Write one FAILURE_SCHEMA row for a failed measure attempt (attempt = previous + 1); a
-    message instead of an exception is a worker that died before it could write one."""
-    return store.record_failure("measures", trial_id, bits, error, error_type=None
-                                if isinstance(error, BaseException) else "WorkerError")
-
-
 def run_job(results_dir: str, trial: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """Measure one trial; never raises for a trial's own failure. Returns a summary dict:
+    """Measure one trial (the job of qgen_sweep.measures.select.MEASURE); never raises for a
+    trial's own failure, which becomes a row under measure_failures/. Returns
     {"trial_id", "bits", "status": "measured" | "failed", "seconds", "message"}."""
-    store = ResultsStore(results_dir)
-    started = time.perf_counter()
-    try:
-        measure_trial(store, trial, MeasureSettings.from_dict(settings))
-    except Exception as error:  # noqa: BLE001 - any failure of one trial is a row, not a crash
-        record_failure(store, trial["trial_id"], trial["bits"], error)
-        return {"trial_id": trial["trial_id"], "bits": trial["bits"], "status": "failed",
-                "seconds": time.perf_counter() - started, "message": str(error).splitlines()[0]}
-    seconds = time.perf_counter() - started
-    return {"trial_id": trial["trial_id"], "bits": trial["bits"], "status": "measured",
-            "seconds": seconds, "message": ""}
+    from qgen_sweep.measures.select import MEASURE
+    from qgen_sweep.posthoc.job import run_guarded
+
+    return run_guarded(MEASURE, results_dir, trial, lambda store, row: measure_trial(
+        store, row, MeasureSettings.from_dict(settings)))
