@@ -19,10 +19,11 @@ SELECT
     t.depth,
     t.width,
     t.status,
+    t.collapsed,
     t.train_acc,
     t.test_acc,
     t.train_loss,
     t.test_loss,
     t.gap
 FROM raw_measures AS m
-LEFT JOIN raw_trials AS t ON t.sweep = m.sweep AND t.trial_id = m.trial_id;
+LEFT JOIN trials AS t ON t.sweep = m.sweep AND t.trial_id = m.trial_id;

@@ -1,6 +1,7 @@
 -- Paper Table 3: mean of each normalised measure per sweep, dataset and precision, one row per
 -- (sweep, dataset, measure) with the precisions FP32, Int8, Int4, Int2 side by side
 -- (qgen_sweep.measures.report.table3 marks the lowest). Means skip NULLs (families not computed).
+-- Only trials with status 'done' count (collapsed ones only under report --include-collapsed).
 CREATE OR REPLACE VIEW measures_table3 AS
 WITH long AS (
     UNPIVOT (
@@ -8,6 +9,7 @@ WITH long AS (
                pacbayes_mag_orig, sharpness_init, sharpness_orig, sharpness_mag_init,
                sharpness_mag_orig
         FROM measures
+        WHERE status = 'done'
     )
     ON pacbayes_init, pacbayes_orig, pacbayes_mag_init, pacbayes_mag_orig, sharpness_init,
        sharpness_orig, sharpness_mag_init, sharpness_mag_orig

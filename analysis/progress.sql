@@ -1,5 +1,6 @@
 -- How far each sweep is: planned trials (plan.parquet; without it, finished + failed), finished
--- (a final row: done or diverged), failed (failed attempts, no final row) and pending (the rest).
+-- (a final row: done, collapsed or diverged), failed (failed attempts, no final row) and pending
+-- (the rest). `done` never counts collapsed trials here, whatever report --include-collapsed says.
 WITH sweeps AS (
     SELECT sweep FROM plan
     UNION
@@ -14,7 +15,8 @@ finished AS (
     SELECT
         sweep,
         count(*) AS finished,
-        count(*) FILTER (WHERE status = 'done') AS done,
+        count(*) FILTER (WHERE status = 'done' AND NOT collapsed) AS done,
+        count(*) FILTER (WHERE collapsed) AS collapsed,
         count(*) FILTER (WHERE status = 'diverged') AS diverged
     FROM trials
     GROUP BY sweep
@@ -30,6 +32,7 @@ counts AS (
         s.sweep,
         coalesce(fi.finished, 0) AS finished,
         coalesce(fi.done, 0) AS done,
+        coalesce(fi.collapsed, 0) AS collapsed,
         coalesce(fi.diverged, 0) AS diverged,
         coalesce(fa.failed, 0) AS failed,
         coalesce(p.planned, coalesce(fi.finished, 0) + coalesce(fa.failed, 0)) AS planned

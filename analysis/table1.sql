@@ -1,5 +1,7 @@
 -- Paper Table 1: per sweep, dataset and precision (rows in the order FP32, Int8, Int4, Int2).
 --   n          trials that finished with status 'done' (the only ones in the means)
+--   collapsed  trials that trained to the end at chance level or with a huge loss (counted;
+--              excluded unless report --include-collapsed, which counts them in n too)
 --   diverged   trials that finished with status 'diverged' (counted, excluded)
 --   failed     trials with a failed attempt and no final row (counted, excluded)
 --   <metric>_mean / <metric>_std: mean and sample standard deviation (n - 1 denominator) over the
@@ -24,7 +26,7 @@ WITH failed AS (
     )
 ),
 outcomes AS (
-    SELECT sweep, dataset, bits, status, train_acc, test_acc, train_loss, test_loss, gap
+    SELECT sweep, dataset, bits, status, collapsed, train_acc, test_acc, train_loss, test_loss, gap
     FROM trials
     UNION ALL BY NAME
     SELECT sweep, dataset, bits, 'failed' AS status
@@ -36,6 +38,7 @@ SELECT
     bits,
     precision_label(bits) AS precision,
     count(*) FILTER (WHERE status = 'done') AS n,
+    count(*) FILTER (WHERE collapsed) AS collapsed,
     count(*) FILTER (WHERE status = 'diverged') AS diverged,
     count(*) FILTER (WHERE status = 'failed') AS failed,
     100 * avg(train_acc) FILTER (WHERE status = 'done') AS train_acc_mean,

@@ -19,7 +19,10 @@
 --      So this file and every analysis/measures*.sql select from raw_<kind> tables and never read
 --      files: a read_parquet() here fails with a Permission Error. (This is what keeps
 --      `qgen-sweep query` read-only.)
---   3. This file runs; then, when raw_measures exists, every analysis/measures*.sql in name order
+--   3. Python defines the collapsed-run macros (qgen_sweep/collapse.py): is_collapsed(dataset,
+--      train_acc, train_loss) and collapsed_status() ('collapsed', or 'done' under
+--      `report --include-collapsed`).
+--   4. This file runs; then, when raw_measures exists, every analysis/measures*.sql in name order
 --      (e.g. `CREATE OR REPLACE VIEW measures AS SELECT ... FROM raw_measures ...`).
 --
 -- Conventions: accuracies are fractions in [0, 1] in every view (reports show percent); `bits` is
@@ -33,9 +36,22 @@ CREATE OR REPLACE MACRO precision_label(b) AS
 CREATE OR REPLACE MACRO precision_order(b) AS
     CASE b WHEN 32 THEN 0 WHEN 8 THEN 1 WHEN 4 THEN 2 WHEN 2 THEN 3 ELSE 4 END;
 
--- One final row per finished trial (status 'done' or 'diverged'), config + final metrics.
+-- One final row per finished trial, config + final metrics. status: 'done', 'diverged', or
+-- 'collapsed' (trained to the end at chance level or with a huge loss: qgen_sweep/collapse.py,
+-- docs/science.md), derived here so every store is classified by the same rule; statistics that
+-- count status = 'done' leave collapsed trials out. `collapsed` is true for them whatever the
+-- status shows (report --include-collapsed shows them as 'done').
 CREATE OR REPLACE VIEW trials AS
-SELECT *, precision_label(bits) AS precision
+SELECT
+    * REPLACE (
+        CASE
+            WHEN status = 'done' AND is_collapsed(dataset, train_acc, train_loss)
+                THEN collapsed_status()
+            ELSE status
+        END AS status
+    ),
+    precision_label(bits) AS precision,
+    coalesce(status = 'done' AND is_collapsed(dataset, train_acc, train_loss), false) AS collapsed
 FROM raw_trials;
 
 -- One row per trained epoch (1-based `epoch`), for loss curves.
@@ -49,7 +65,7 @@ SELECT *
 FROM raw_failures;
 
 -- Every planned trial with its current state:
---   done / diverged  the trial has a final row (its status);
+--   done / collapsed / diverged  the trial has a final row (its status in the trials view);
 --   failed           no final row, at least one failed attempt;
 --   pending          neither (not started yet, or running: see epochs_done).
 CREATE OR REPLACE VIEW plan AS
@@ -74,6 +90,6 @@ SELECT
     coalesce(f.failed_attempts, 0) AS failed_attempts,
     coalesce(g.epochs_done, 0) AS epochs_done
 FROM raw_plan AS p
-LEFT JOIN raw_trials AS t ON t.sweep = p.sweep AND t.trial_id = p.trial_id
+LEFT JOIN trials AS t ON t.sweep = p.sweep AND t.trial_id = p.trial_id
 LEFT JOIN fails AS f ON f.sweep = p.sweep AND f.trial_id = p.trial_id
 LEFT JOIN progress AS g ON g.sweep = p.sweep AND g.trial_id = p.trial_id;

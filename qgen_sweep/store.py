@@ -507,7 +507,8 @@ def write_attempts(store: ResultsStore, trial_id: str, attempts: list[dict[str, 
 
 
 # ---- status --------------------------------------------------------------------------------------
-STATUS_COLUMNS = ("planned", "done", "diverged", "failed", "running", "interrupted", "pending")
+STATUS_COLUMNS = ("planned", "done", "collapsed", "diverged", "failed", "running", "interrupted",
+                  "pending")
 
 
 @dataclass
@@ -527,15 +528,20 @@ class SweepStatus:
     def missing(self) -> int:
         """Planned trials without a readable final row."""
         t = self.totals
-        return t["planned"] - t["done"] - t["diverged"]
+        return t["planned"] - t["done"] - t["collapsed"] - t["diverged"]
 
 
 def _final_status(store: ResultsStore) -> dict[str, str]:
+    """trial id -> its final status; a 'done' trial that collapsed (qgen_sweep.collapse) counts
+    as 'collapsed', as in the analysis views."""
+    from qgen_sweep.collapse import is_collapsed
+
     table = store.read("trials")
     if table is None:
         return {}
-    data = table.select(["trial_id", "status"]).to_pydict()
-    return dict(zip(data["trial_id"], data["status"], strict=True))
+    rows = table.select(["trial_id", "status", "dataset", "train_acc", "train_loss"]).to_pylist()
+    return {r["trial_id"]: "collapsed" if r["status"] == "done" and is_collapsed(
+        r["dataset"], r["train_acc"], r["train_loss"]) else r["status"] for r in rows}
 
 
 def _failure_rows(store: ResultsStore) -> list[dict[str, Any]]:
@@ -545,7 +551,8 @@ def _failure_rows(store: ResultsStore) -> list[dict[str, Any]]:
 
 
 def sweep_status(store: ResultsStore) -> SweepStatus:
-    """Count planned / done / diverged / failed / running / interrupted / pending by bits.
+    """Count planned / done / collapsed / diverged / failed / running / interrupted / pending
+    by bits.
 
     Safe while a launch runs: it only reads files that are written atomically. `failed` = the
     trial has a failure record and no final row and no launch is running; while one runs, a
@@ -569,7 +576,7 @@ def sweep_status(store: ResultsStore) -> SweepStatus:
 def _trial_state(store: ResultsStore, trial_id: str, final: dict[str, str], failed: set[str],
                  running: bool) -> str:
     if trial_id in final:
-        return "diverged" if final[trial_id] == "diverged" else "done"
+        return final[trial_id] if final[trial_id] in ("diverged", "collapsed") else "done"
     started = (store.checkpoint_dir(trial_id) / "attempts.json").exists()
     if running and started:
         return "running"

@@ -485,6 +485,7 @@ def test_progress_counts_the_partly_finished_sweep(known):
         "sweep": "tiny",
         "finished": 11,
         "done": 10,
+        "collapsed": 0,
         "diverged": 1,
         "failed": 1,
         "planned": 13,

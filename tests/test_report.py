@@ -69,9 +69,10 @@ def test_markdown_report_shows_percent_and_progress(known, env):
     result = qgen(env, "report", "--results-dir", str(known))
     assert result.returncode == 0, result.stderr
     text = result.stdout
-    assert "tiny: 11 of 13 trials finished (done 10, diverged 1, failed 1, pending 1)" in text
-    assert "| FP32 | 3 | 0 | 0 | 80.00 ± 10.00 | 50.00 ± 10.00 | 0.200 ± 0.100 |" in text
-    assert "| Int2 | 2 | 0 | 1 |" in text and "| Int4 | 2 | 1 | 0 |" in text
+    assert ("tiny: 11 of 13 trials finished (done 10, collapsed 0, diverged 1, failed 1, "
+            "pending 1)") in text
+    assert "| FP32 | 3 | 0 | 0 | 0 | 80.00 ± 10.00 | 50.00 ± 10.00 | 0.200 ± 0.100 |" in text
+    assert "| Int2 | 2 | 0 | 0 | 1 |" in text and "| Int4 | 2 | 0 | 1 | 0 |" in text
     assert (
         text.index("| FP32 |")
         < text.index("| Int8 |")
@@ -86,7 +87,8 @@ def test_csv_report_sections(known, env):
     assert result.returncode == 0, result.stderr
     blocks = result.stdout.strip().split("\n\n")
     assert [b.splitlines()[0] for b in blocks] == ["# progress", "# table1", "# paired", "# table2"]
-    assert blocks[1].splitlines()[1].startswith("sweep,dataset,bits,precision,n,diverged,failed")
+    assert blocks[1].splitlines()[1].startswith(
+        "sweep,dataset,bits,precision,n,collapsed,diverged,failed")
 
 
 def test_report_plots_are_valid_pngs(known, env, tmp_path):

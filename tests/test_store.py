@@ -143,8 +143,8 @@ def test_status_counts_by_precision(tmp_path):
                          "attempt": 1, "error_type": "RuntimeError", "message": "boom",
                          "time": dt.datetime.now(dt.UTC)})
     status = sweep_status(store)
-    assert status.totals == {"planned": 16, "done": 1, "diverged": 1, "failed": 1, "running": 0,
-                             "interrupted": 1, "pending": 12}
+    assert status.totals == {"planned": 16, "done": 1, "collapsed": 0, "diverged": 1, "failed": 1,
+                             "running": 0, "interrupted": 1, "pending": 12}
     assert status.by_bits[2]["done"] == 1 and status.by_bits[4]["diverged"] == 1
     assert status.missing == 14
     assert status.failures[0]["message"] == "boom"

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from qgen_sweep.analysis import cache, sandbox
 from qgen_sweep.analysis._duck import execute
+from qgen_sweep.collapse import collapsed_sql
 from qgen_sweep.errors import QGenError, StoreError
 from qgen_sweep.resources import data_dir
 from qgen_sweep.store import EPOCH_SCHEMA, FAILURE_SCHEMA, PLAN_SCHEMA, TRIAL_SCHEMA, ResultsStore
@@ -167,7 +168,7 @@ def sql_file(name: str) -> Path:
 
 
 def connect(
-    results_dir: Path | str, kinds: Iterable[str] | None = None
+    results_dir: Path | str, kinds: Iterable[str] | None = None, include_collapsed: bool = False
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the named views over `results_dir`, read-only.
 
@@ -175,6 +176,8 @@ def connect(
     told apart by `sweep`). `kinds` limits which kinds are loaded from disk (default: all); the
     others are empty tables, which is how `query` skips the 300-row-per-trial epochs it does not
     need. File access is off afterwards: the connection cannot read or write any file.
+    `include_collapsed` shows collapsed trials (qgen_sweep.collapse) as 'done' in the views, so
+    every statistic over done trials keeps them (report --include-collapsed).
     """
     stores = find_stores(results_dir)
     wanted = set(KINDS if kinds is None else kinds)
@@ -184,6 +187,8 @@ def connect(
         loaded = _load_kind(con, stores if kind in wanted else [], kind)
         has_measures = has_measures or (kind == "measures" and loaded)
     _lock_down(con)
+    for statement in collapsed_sql(include_collapsed):
+        execute(con, statement)
     _run_script(con, sql_file("views.sql"))
     if has_measures:
         for path in sorted(data_dir("analysis").glob("measures*.sql")):

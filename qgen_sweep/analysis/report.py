@@ -20,6 +20,7 @@ import duckdb
 
 from qgen_sweep.analysis import stats
 from qgen_sweep.analysis.db import connect, sql_file
+from qgen_sweep.collapse import ACC_FACTOR, LOSS_FACTOR
 
 FORMATS = ("markdown", "csv", "json")
 # Paired metrics: (key in the report, column of paired.sql, unit)
@@ -27,6 +28,11 @@ PAIRED_METRICS = (
     ("gap", "gap_diff", "nats"),
     ("train_loss", "train_loss_diff", "nats"),
     ("test_acc", "test_acc_diff", "percentage points"),
+)
+COLLAPSED_RULE = (
+    f"a finished trial is collapsed when its final training accuracy is at most {ACC_FACTOR:g} x "
+    f"chance (1 / classes) or its final training loss is above {LOSS_FACTOR:g} x ln(classes) "
+    "nats (the loss of a uniform prediction)"
 )
 UNITS = {
     "train_acc": "percent",
@@ -75,6 +81,11 @@ def paired_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return out
 
 
+def _collapsed_included(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether this connection shows collapsed trials as 'done' (report --include-collapsed)."""
+    return con.execute("SELECT collapsed_status() = 'done'").fetchall()[0][0]
+
+
 def _measures_sections(con: duckdb.DuckDBPyConnection) -> dict[str, list[dict[str, Any]]]:
     """Table 3 and Kendall's tau from qgen_sweep.measures.report, when measures exist."""
     views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
@@ -94,21 +105,31 @@ def build_report(
     plots_dir: Path | str | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
     plot_formats: Iterable[str] = ("png", "pdf", "svg"),
+    include_collapsed: bool = False,
 ) -> dict[str, Any]:
     """Every section of the report as lists of rows keyed by column name (bits as 2/4/8/32).
 
-    Keys: progress, table1, paired, table2, units (and table3, kendall when measures exist;
-    plots, the written figure paths in each of `plot_formats`, when `plots_dir` is given).
+    Keys: progress, table1, paired, table2, units, collapsed (the rule, whether collapsed trials
+    are in the statistics, and how many there are per sweep); table3, kendall when measures exist;
+    plots, the written figure paths in each of `plot_formats`, when `plots_dir` is given.
+    Collapsed trials (qgen_sweep.collapse) are left out of every mean and paired statistic unless
+    `include_collapsed` (ignored when a connection `con` is given: it was made with its own).
     """
     if con is None:
         kinds = ["plan", "trials", "failures", "measures"] + (["epochs"] if plots_dir else [])
-        con = connect(results_dir, kinds)
+        con = connect(results_dir, kinds, include_collapsed=include_collapsed)
+    progress = _rows(con, _sql("progress.sql"))
     report: dict[str, Any] = {
-        "progress": _rows(con, _sql("progress.sql")),
+        "progress": progress,
         "table1": _rows(con, _sql("table1.sql")),
         "paired": paired_rows(con),
         "table2": _rows(con, _sql("table2.sql")),
         "units": UNITS,
+        "collapsed": {
+            "rule": COLLAPSED_RULE,
+            "included": _collapsed_included(con),
+            "by_sweep": {row["sweep"]: row["collapsed"] for row in progress},
+        },
     }
     report.update(_measures_sections(con))
     from qgen_sweep.adaptive.report import report_sections  # optuna_best, optuna_importances
@@ -163,19 +184,31 @@ def _md_table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
 
 
 def progress_line(row: dict[str, Any]) -> str:
-    """'smoke: 10 of 12 trials finished (done 9, diverged 1, failed 1, pending 1)'."""
+    """'smoke: 10 of 12 trials finished (done 9, collapsed 0, diverged 1, failed 1, pending 1)'."""
     return (
         f"{row['sweep']}: {row['finished']} of {row['planned']} trials finished "
-        f"(done {row['done']}, diverged {row['diverged']}, failed {row['failed']}, "
-        f"pending {row['pending']})"
+        f"(done {row['done']}, collapsed {row['collapsed']}, diverged {row['diverged']}, "
+        f"failed {row['failed']}, pending {row['pending']})"
     )
 
 
+def collapsed_note(report: dict[str, Any], sweep: str | None = None) -> str:
+    """The collapsed-trial count for a table heading: how many, and whether they are in it."""
+    counts = report["collapsed"]["by_sweep"]
+    count = counts.get(sweep, 0) if sweep is not None else sum(counts.values())
+    if count == 0:
+        return "no collapsed trials"
+    if report["collapsed"]["included"]:
+        return f"{count} collapsed trial{'s' if count != 1 else ''} included"
+    return (f"{count} collapsed trial{'s' if count != 1 else ''} excluded "
+            "(report --include-collapsed keeps them)")
+
+
 def _md_table1(rows: list[dict[str, Any]]) -> list[str]:
-    header = ["precision", "n", "diverged", "failed", "train acc %", "test acc %"]
+    header = ["precision", "n", "collapsed", "diverged", "failed", "train acc %", "test acc %"]
     header += ["train loss", "test loss", "gap", "gap median"]
     body = [
-        [r["precision"], str(r["n"]), str(r["diverged"]), str(r["failed"])]
+        [r["precision"], str(r["n"]), str(r["collapsed"]), str(r["diverged"]), str(r["failed"])]
         + [_pm(r[f"{m}_mean"], r[f"{m}_std"], 2) for m in ("train_acc", "test_acc")]
         + [_pm(r[f"{m}_mean"], r[f"{m}_std"], 3) for m in ("train_loss", "test_loss", "gap")]
         + [_num(r["gap_median"], 3)]
@@ -238,14 +271,15 @@ def to_markdown(report: dict[str, Any]) -> str:
             "",
             progress_line(progress),
         ]
+        note = collapsed_note(report, sweep)
         lines += ["", "## Table 1: final metrics per precision "
-                  "(mean ± sd over done trials, and the median gap)", ""]
+                  f"(mean ± sd over done trials, and the median gap; {note})", ""]
         lines += _md_table1(_by_sweep(report["table1"], sweep))
         lines += ["", "## Paired with the FP32 twin "
-                  "(Int-b minus FP32; bootstrap 95% CI of the mean)", ""]
+                  f"(Int-b minus FP32; bootstrap 95% CI of the mean; {note})", ""]
         paired = _by_sweep(report["paired"], sweep)
         lines += _md_paired(paired) if paired else ["(no Int-b model with a done FP32 twin yet)"]
-        lines += ["", "## Table 2: weight L2 norm per precision (mean ± sd)", ""]
+        lines += ["", f"## Table 2: weight L2 norm per precision (mean ± sd; {note})", ""]
         lines += _md_table2(_by_sweep(report["table2"], sweep))
         lines.append("")
     for key, title in (
@@ -255,7 +289,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         ("optuna_importances", "Adaptive search: hyperparameter importances"),
     ):
         if key in report:
-            lines += [f"## {title}", "", *_md_generic(report[key]), ""]
+            note = f" ({collapsed_note(report)})" if key in ("table3", "kendall") else ""
+            lines += [f"## {title}{note}", "", *_md_generic(report[key]), ""]
     for path in report.get("plots", []):
         lines.append(f"figure: {path}")
     return "\n".join(lines).rstrip() + "\n"

@@ -233,22 +233,32 @@ def query_command(
     show_default=True,
     help="Comma-separated figure formats for --plots, among png, pdf, svg.",
 )
+@click.option(
+    "--include-collapsed",
+    is_flag=True,
+    help="Keep collapsed trials (chance-level accuracy or a huge training loss) in the means and "
+    "paired statistics; by default they are counted in each table's heading and left out.",
+)
 def report_command(
     sweep: str | None,
     results_dir: Path | None,
     fmt: str,
     plots_dir: Path | None,
     plot_formats: str,
+    include_collapsed: bool,
 ) -> None:
     """Per-precision generalization report: Table 1, paired statistics against each model's
     FP32 twin (bootstrap 95% CI, Wilcoxon p), Table 2 (weight L2 norm), optional figures
-    (paired differences with CIs, loss curves, step sizes, measures, gap).
+    (paired differences with CIs, loss curves, step sizes, measures, gap). Collapsed trials
+    (final training accuracy at most 1.5x chance, or training loss above 10 ln(classes)) are
+    left out of every statistic unless --include-collapsed.
 
     \b
     Examples:
       qgen-sweep report smoke
       qgen-sweep report smoke --plots figures/ --plot-formats pdf,svg
       qgen-sweep report --results-dir runs --format json
+      qgen-sweep report digits-grid --include-collapsed
     """
     from qgen_sweep.analysis.report import build_report, progress_line, render
     from qgen_sweep.analysis.style import FORMATS
@@ -260,7 +270,8 @@ def report_command(
             f"but got {plot_formats!r} (e.g. --plot-formats png,svg)"
         )
     folder = resolve_results_dir(sweep, results_dir)
-    report = build_report(folder, plots_dir, plot_formats=formats)
+    report = build_report(folder, plots_dir, plot_formats=formats,
+                          include_collapsed=include_collapsed)
     if not report["progress"]:
         raise StoreError(
             f"no trials in {folder}: nothing planned, finished or failed yet "

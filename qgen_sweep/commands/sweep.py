@@ -194,7 +194,8 @@ def _dry_run(spec, results_dir: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.option("--failures", default=5, show_default=True, help="How many latest failures to show.")
 def status_command(sweep: str, results_dir: Path | None, as_json: bool, failures: int) -> None:
-    """Planned / done / diverged / failed / pending by precision; safe while a launch runs."""
+    """Planned / done / collapsed / diverged / failed / pending by precision; safe while a launch
+    runs. Collapsed = finished at chance-level accuracy or with a huge training loss."""
     from qgen_sweep.store import ResultsStore, sweep_status
 
     store = ResultsStore(results_dir if results_dir is not None else _default_dir(sweep))
@@ -235,6 +236,11 @@ def _print_status(store, title: str, failures: int = 5) -> None:
     if status.locked_by:
         console.print(f"running now: {status.locked_by.get('command')} "
                       f"(pid {status.locked_by.get('pid')}, since {status.locked_by.get('since')})")
+    if status.totals["collapsed"]:
+        console.print(f"collapsed: {status.totals['collapsed']} finished trial(s) ended at chance "
+                      f"level or with a training loss above 10 ln(classes); `qgen-sweep report` "
+                      f"leaves them out of its statistics (--include-collapsed keeps them)",
+                      markup=False)
     for path in status.corrupt:
         console.print(f"corrupt: {path} does not read back; `qgen-sweep resume` reruns its trial",
                       markup=False)

@@ -24,6 +24,7 @@ FIRST_LAST_POLICIES = ("int8", "same")  # LSQ paper keeps first/last layer at 8 
 AMP_MODES = ("none", "bf16")  # bf16 autocast (GPU only); quantizer math stays fp32
 AUGMENTATIONS = ("none", "crop-flip")  # science.md: reference code trains without augmentation
 NOISE_CONVENTIONS = ("reference", "jiang")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}  # per dataset (chance = 1 / classes)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class TrialConfig:
 
     @property
     def num_classes(self) -> int:
-        return {"cifar10": 10, "cifar100": 100, "digits": 10}[self.dataset]
+        return NUM_CLASSES[self.dataset]
 
 
 
