@@ -536,10 +536,10 @@ def _final_status(store: ResultsStore) -> dict[str, str]:
     as 'collapsed', as in the analysis views."""
     from qgen_sweep.collapse import is_collapsed
 
-    table = store.read("trials")
+    table = store.read("trials", ["trial_id", "status", "dataset", "train_acc", "train_loss"])
     if table is None:
         return {}
-    rows = table.select(["trial_id", "status", "dataset", "train_acc", "train_loss"]).to_pylist()
+    rows = table.to_pylist()
     return {r["trial_id"]: "collapsed" if r["status"] == "done" and is_collapsed(
         r["dataset"], r["train_acc"], r["train_loss"]) else r["status"] for r in rows}
 
