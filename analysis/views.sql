@@ -11,6 +11,10 @@
 --        raw_measures  <store>/measures/bits=*/*.parquet   (the columns the measures files hold)
 --      Every raw_<kind> starts with a `sweep` VARCHAR column: the store's sweep name (from
 --      plan.parquet, else from its trial rows, else the folder name), so sweeps sit side by side.
+--      raw_stores has one row per store: sweep (its label), name (the sweep's own name), path
+--      (absolute) and spec_hash (from its sweep.toml; NULL without one). The label is the sweep
+--      name, or <name>@<folder> when several stores of the results directory share that name
+--      (replicates of one sweep are never merged: their trial ids are the same).
 --      A kind with no files is an empty table with its schema's columns; raw_measures exists only
 --      when some store has measures files. Files that do not read back (truncated by hand) are
 --      skipped with a warning, as ResultsStore does. Hive partitioning is off: `bits` comes from
@@ -58,6 +62,12 @@ FROM raw_trials;
 CREATE OR REPLACE VIEW epochs AS
 SELECT *
 FROM raw_epochs;
+
+-- One row per store under the results directory: its label (the `sweep` of every other view),
+-- the sweep's name, its path and its spec hash.
+CREATE OR REPLACE VIEW stores AS
+SELECT *
+FROM raw_stores;
 
 -- One row per failed attempt (the trial may have succeeded on a later attempt).
 CREATE OR REPLACE VIEW failures AS

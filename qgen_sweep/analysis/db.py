@@ -45,10 +45,17 @@ MEMORY_FRACTION = 0.25
 
 @dataclass(frozen=True)
 class Store:
-    """One sweep's results directory and the sweep name its rows are labelled with."""
+    """One sweep's results directory and the label its rows carry in the `sweep` column.
+
+    A store is identified by its path (and shows its spec hash): `sweep` is the sweep's name when
+    no other store in the results directory has that name, else `<name>@<folder>`, so replicates
+    and reruns of one sweep are never merged (their trial ids are the same content addresses).
+    """
 
     root: Path
     sweep: str
+    name: str = ""  # the sweep's own name (plan.parquet's, else its trial rows', else the folder)
+    spec_hash: str | None = None  # from the saved sweep.toml; None when there is none
 
     def files(self, kind: str) -> list[Path]:
         """The final Parquet files of one kind (plan: the single plan.parquet when present)."""
@@ -80,8 +87,28 @@ def _sweep_name(root: Path) -> str:
     return root.resolve().name
 
 
+def _spec_hash(root: Path) -> str | None:
+    """The spec hash a launch wrote into the header of the store's sweep.toml (None: none)."""
+    try:
+        text = ResultsStore(root).spec_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for line in (text or "").splitlines()[:5]:
+        if line.startswith("# spec hash:"):
+            return line.removeprefix("# spec hash:").strip() or None
+    return None
+
+
+def _store(root: Path, label: str | None = None) -> Store:
+    name = _sweep_name(root)
+    return Store(root, label or name, name, _spec_hash(root))
+
+
 def find_stores(results_dir: Path | str) -> list[Store]:
-    """The sweep stores in `results_dir`: the folder itself, or its sub-folders that are stores."""
+    """The sweep stores in `results_dir`: the folder itself, or its sub-folders that are stores.
+
+    Sub-folder stores sharing a sweep name are labelled `<name>@<folder>` (see Store).
+    """
     root = Path(results_dir)
     if not root.is_dir():
         raise StoreError(
@@ -89,15 +116,25 @@ def find_stores(results_dir: Path | str) -> list[Store]:
             "(run `qgen-sweep launch SWEEP` first, or pass --results-dir DIR)"
         )
     if _is_store(root):
-        return [Store(root, _sweep_name(root))]
-    stores = [Store(sub, _sweep_name(sub)) for sub in sorted(root.iterdir()) if sub.is_dir()]
-    stores = [store for store in stores if _is_store(store.root)]
+        return [_store(root)]
+    stores = [_store(sub) for sub in sorted(root.iterdir()) if sub.is_dir() and _is_store(sub)]
     if not stores:
         raise StoreError(
             f"no sweep results in {str(root)!r}: it holds no plan.parquet, trials/ or sweep "
             "folders (run `qgen-sweep launch SWEEP --results-dir DIR` first)"
         )
-    return stores
+    names = [store.name for store in stores]
+    return [_store(store.root, f"{store.name}@{store.root.name}") if names.count(store.name) > 1
+            else store for store in stores]
+
+
+def _load_stores(con: duckdb.DuckDBPyConnection, stores: list[Store]) -> None:
+    """raw_stores: one row per store (sweep label, sweep name, absolute path, spec hash)."""
+    execute(con, "CREATE TABLE raw_stores (sweep VARCHAR, name VARCHAR, path VARCHAR, "
+                 "spec_hash VARCHAR)")
+    for store in stores:
+        execute(con, "INSERT INTO raw_stores VALUES (?, ?, ?, ?)",
+                [store.sweep, store.name, str(store.root.resolve()), store.spec_hash])
 
 
 _DUCK_TYPES = {
@@ -186,6 +223,7 @@ def connect(
     for kind in KINDS:
         loaded = _load_kind(con, stores if kind in wanted else [], kind)
         has_measures = has_measures or (kind == "measures" and loaded)
+    _load_stores(con, stores)
     _lock_down(con)
     for statement in collapsed_sql(include_collapsed):
         execute(con, statement)

@@ -21,6 +21,7 @@ import duckdb
 from qgen_sweep.analysis import stats
 from qgen_sweep.analysis.db import connect, sql_file
 from qgen_sweep.collapse import ACC_FACTOR, LOSS_FACTOR
+from qgen_sweep.errors import StoreError
 
 FORMATS = ("markdown", "csv", "json")
 # Paired metrics: (key in the report, column of paired.sql, unit)
@@ -55,8 +56,27 @@ def _sql(name: str) -> str:
     return sql_file(name).read_text()
 
 
+def check_unique_trials(con: duckdb.DuckDBPyConnection) -> None:
+    """A StoreError when a trial id has more than one final row in one store: paired statistics
+    assume each model once (a copied trial file would count its pairs twice)."""
+    found = con.execute(
+        "SELECT t.sweep, t.trial_id, count(*) AS n, any_value(s.path) FROM trials AS t "
+        "LEFT JOIN stores AS s USING (sweep) GROUP BY ALL HAVING count(*) > 1 "
+        "ORDER BY t.sweep, t.trial_id LIMIT 1"
+    ).fetchall()
+    if found:
+        sweep, trial_id, n, path = found[0]
+        raise StoreError(
+            f"trial {trial_id} has {n} final rows in {sweep} ({path}): it appears {n} times, and "
+            f"paired statistics need each trial once; remove the extra copies from "
+            f"{path}/trials/ (qgen-sweep query \"SELECT * FROM trials WHERE trial_id = "
+            f"'{trial_id}'\" shows them)"
+        )
+
+
 def paired_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """One row per sweep, dataset, Int-b and metric: pairs, mean difference, 95% CI, p-value."""
+    check_unique_trials(con)
     pairs = _rows(con, _sql("paired.sql"))
     summaries = _rows(con, _sql("paired_summary.sql").replace("{paired}", _sql("paired.sql")))
     out = []
@@ -120,6 +140,7 @@ def build_report(
         con = connect(results_dir, kinds, include_collapsed=include_collapsed)
     progress = _rows(con, _sql("progress.sql"))
     report: dict[str, Any] = {
+        "stores": _rows(con, "SELECT * FROM stores ORDER BY sweep"),
         "progress": progress,
         "table1": _rows(con, _sql("table1.sql")),
         "paired": paired_rows(con),
@@ -266,11 +287,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     for progress in report["progress"]:
         sweep = progress["sweep"]
         datasets = sorted({r["dataset"] for r in _by_sweep(report["table1"], sweep)})
-        lines += [
-            f"# {sweep} ({', '.join(datasets) or 'no trials yet'})",
-            "",
-            progress_line(progress),
-        ]
+        lines += [f"# {sweep} ({', '.join(datasets) or 'no trials yet'})", ""]
+        lines += [f"store: {s['path']} (spec hash {s['spec_hash'] or 'unknown'})"
+                  for s in report.get("stores", []) if s["sweep"] == sweep]
+        lines.append(progress_line(progress))
         note = collapsed_note(report, sweep)
         lines += ["", "## Table 1: final metrics per precision "
                   f"(mean ± sd over done trials, and the median gap; {note})", ""]
