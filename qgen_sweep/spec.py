@@ -378,6 +378,11 @@ def _type_ok(value: Any, kind: str) -> bool:
     raise AssertionError(kind)
 
 
+def _a(kind: str) -> str:
+    """'an integer', 'a number', ...: the type name with its article."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
 def _toml_type(value: Any) -> str:
     names = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
              dict: "table"}
@@ -388,7 +393,7 @@ def _check_value(problems: _Problems, key: str, name: str, value: Any) -> bool:
     """Check one TrialConfig field value: type, choices, range. True when fine."""
     kind = CONFIG_FIELDS[name]
     if not _type_ok(value, kind):
-        problems.add(key, f"must be a {kind}, but got {_show(value)} ({_toml_type(value)})")
+        problems.add(key, f"must be {_a(kind)}, but got {_show(value)} ({_toml_type(value)})")
         return False
     if name in CHOICES and value not in CHOICES[name]:
         allowed = ", ".join(str(c) for c in CHOICES[name])
@@ -492,7 +497,7 @@ def _parse_table(problems: _Problems, section: str, table: Any, fields: dict[str
         if name not in fields:
             problems.unknown(f"{section}.", name, list(fields))
         elif not _type_ok(value, fields[name]):
-            problems.add(f"{section}.{name}", f"must be a {fields[name]}, but got "
+            problems.add(f"{section}.{name}", f"must be {_a(fields[name])}, but got "
                                               f"{_show(value)} ({_toml_type(value)})")
         elif fields[name] == _INT and not -INT32_MAX - 1 <= value <= INT32_MAX:
             problems.add(f"{section}.{name}", f"must be an integer in [{-INT32_MAX - 1}, "
