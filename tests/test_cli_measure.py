@@ -49,6 +49,11 @@ def test_measure_on_ray_then_report_shows_table3_and_kendall(smoke: Path, tmp_pa
     first = qgen("measure", "smoke", "--results-dir", str(root), "--where", "bits = 2", *SMALL)
     assert first.returncode == 0, first.stderr
     assert "2 to measure, 0 already measured" in first.stdout
+    lines = first.stdout.splitlines()  # a log (a pipe): one line per job with the ETA
+    assert any(" starting Ray and the first jobs... measure smoke: 0/2 " in ln for ln in lines)
+    jobs = [ln for ln in lines if ln.startswith(("[1/2] ", "[2/2] "))]
+    assert [ln.split()[1] for ln in jobs] == ["measured", "measured"]
+    assert jobs[0].endswith("| ETA --") and jobs[1].endswith("| ETA 0:00")
     assert len(_measured(root)) == 2
     files = (root / "measures").rglob("*.parquet")
     assert {pq.read_table(p).column("bits")[0].as_py() for p in files} == {2}

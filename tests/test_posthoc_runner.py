@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from posthoc_helpers import MARK, is_marked
 
+from qgen_sweep.backends.progress import JobProgress
 from qgen_sweep.errors import QGenError, StoreError, UsageError
-from qgen_sweep.posthoc.runner import JobProgress, JobRun, run_jobs
+from qgen_sweep.posthoc.runner import JobRun, run_jobs
 from qgen_sweep.store import ResultsStore, SweepLock
 
 
@@ -72,11 +73,13 @@ def test_lock_where_and_missing_store_errors(tmp_path: Path) -> None:
 
 def test_eta_is_the_rate_since_the_first_finished_job() -> None:
     now = [0.0]
-    progress = JobProgress(5, clock=lambda: now[0])
+    lines: list[str] = []
+    progress = JobProgress(5, "mark s", clock=lambda: now[0], echo=lines.append)
     assert progress.eta() == "--"
     now[0] = 100.0  # the first job also paid for start-up: not counted in the rate
-    progress.finish()
+    progress.on_done("t0")
     assert progress.eta() == "--"
     now[0] = 110.0
-    progress.finish()  # 1 job in 10 s since the first: 3 left -> 30 s
+    progress.on_done("t1")  # 1 job in 10 s since the first: 3 left -> 30 s
     assert progress.eta() == "0:30"
+    assert lines == ["[1/5] t0 | ETA --", "[2/5] t1 | ETA 0:30"]

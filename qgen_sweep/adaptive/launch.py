@@ -138,6 +138,7 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
         runtime=dataclasses.asdict(spec.runtime), provenance=provenance(), trial_fn=trial_fn,
         fault_file=os.environ.get(FAULT_ENV) or None,
     )
+    progress.watch(store.root)  # trials are suggested as it goes: configs from plan.parquet
     with progress:
         if options.backend == "local":
             if spec.optuna.pruner != "none":

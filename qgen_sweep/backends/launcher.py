@@ -132,6 +132,7 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
         fault_file=os.environ.get(FAULT_ENV) or None,
     )
     tasks = _tasks(spec, options, pending, progress, store.root / "checkpoints")
+    progress.watch(store.root, tasks)  # the running-trials table reads their epoch rows
     with progress:
         if options.backend == "local":
             from qgen_sweep.backends.local import run_local

@@ -134,7 +134,9 @@ def _ray_error_line(trial) -> str:
 def run_ray(tasks: list[dict[str, Any]], ctx: RunContext, settings: RunSettings,
             progress: Progress) -> None:
     """Run the tasks as Tune trials; returns when every one finished or failed for good."""
+    progress.phase("starting Ray...")
     cluster = init_ray(settings.address)
+    progress.phase("waiting for the first trial...")
     gpu = effective_gpu(settings, cluster, progress.note)
     store = ResultsStore(ctx.store_root)
     trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx),

@@ -215,7 +215,9 @@ def _name(trial) -> str:
 def run_ray_search(studies: list, ctx: RunContext, settings: RunSettings, progress: Progress,
                    per_epoch: bool = False) -> None:
     """Search until every study has its trials (or gave up after repeated failures)."""
+    progress.phase("starting Ray...")
     cluster = init_ray(settings.address)
+    progress.phase("waiting for the first trial...")
     from ray import tune
 
     gpu = effective_gpu(settings, cluster, progress.note)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from qgen_sweep.errors import QGenError
+from qgen_sweep.errors import QGenError, UsageError
 
 _SET_HELP = "Override a spec value, e.g. --set train.epochs=3 (repeatable; same validation)."
 
@@ -94,6 +94,10 @@ _RUN_OPTIONS = [
                  show_default=True, help="ray = Ray Tune; local = in this process, one by one."),
     click.option("--bundle-size", type=click.IntRange(min=1), default=None,
                  help="Fused engine: train up to K trials of one architecture together."),
+    click.option("--progress-interval", type=click.FloatRange(min=0), default=10.0,
+                 show_default=True,
+                 help="In a log (output not a terminal): seconds between heartbeat lines "
+                      "(counts, ETA, what the running trials are at); 0 = a line per event."),
 ]
 
 
@@ -110,7 +114,7 @@ def _run_options(function):
 @click.option("--dry-run", is_flag=True, help="Plan and print what would run; write nothing.")
 def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | None,
                    address: str | None, max_concurrent: int | None, backend: str,
-                   bundle_size: int | None, dry_run: bool) -> None:
+                   bundle_size: int | None, progress_interval: float, dry_run: bool) -> None:
     """Run every trial of SWEEP that has no final result yet (on Ray by default)."""
     spec = _load(sweep, overrides)
     results_dir = _results_dir(spec, results_dir)
@@ -118,21 +122,22 @@ def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | N
         _dry_run(spec, results_dir)
         return
     _run(spec, results_dir, address, max_concurrent, backend, f"launch {spec.name}",
-         bundle_size)
+         bundle_size, progress_interval)
 
 
 @click.command("resume")
 @click.argument("sweep")
 @_run_options
 def resume_command(sweep: str, results_dir: Path | None, address: str | None,
-                   max_concurrent: int | None, backend: str, bundle_size: int | None) -> None:
+                   max_concurrent: int | None, backend: str, bundle_size: int | None,
+                   progress_interval: float) -> None:
     """Retry failed trials and continue interrupted ones from their checkpoints."""
     from qgen_sweep.backends.launcher import saved_spec
 
     results_dir = results_dir if results_dir is not None else _default_dir(sweep)
     spec = saved_spec(results_dir)
     _run(spec, results_dir, address, max_concurrent, backend, f"resume {spec.name}",
-         bundle_size)
+         bundle_size, progress_interval)
 
 
 def _default_dir(sweep: str) -> Path:
@@ -144,12 +149,12 @@ def _default_dir(sweep: str) -> Path:
 
 
 def _run(spec, results_dir: Path, address, max_concurrent, backend: str, command: str,
-         bundle_size: int | None = None) -> None:
+         bundle_size: int | None = None, progress_interval: float = 10.0) -> None:
     from qgen_sweep.backends.launcher import LaunchOptions, check_complete, run_sweep
 
     options = LaunchOptions(results_dir=results_dir, address=address,
                             max_concurrent=max_concurrent, backend=backend,
-                            bundle_size=bundle_size)
+                            bundle_size=bundle_size, progress_interval=progress_interval)
     click.echo(f"{command}: results in {results_dir}")
     if spec.search == "optuna":  # issue 7: Optuna studies instead of the grid
         from qgen_sweep.adaptive.launch import check_complete as check_search
@@ -193,12 +198,30 @@ def _dry_run(spec, results_dir: Path) -> None:
               help="Results directory (default: the spec's results_dir, else ./runs/SWEEP).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.option("--failures", default=5, show_default=True, help="How many latest failures to show.")
-def status_command(sweep: str, results_dir: Path | None, as_json: bool, failures: int) -> None:
+@click.option("--watch", is_flag=True,
+              help="Redraw every --interval seconds (with the running trials' epochs) until the "
+                   "sweep is finished or its launch stops; a log gets one line per interval.")
+@click.option("--interval", type=float, default=5.0, show_default=True,
+              help="Seconds between redraws with --watch.")
+def status_command(sweep: str, results_dir: Path | None, as_json: bool, failures: int,
+                   watch: bool, interval: float) -> None:
     """Planned / done / collapsed / diverged / failed / pending by precision; safe while a launch
-    runs. Collapsed = finished at chance-level accuracy or with a huge training loss."""
+    runs. Collapsed = finished at chance-level accuracy or with a huge training loss.
+
+    \b
+    Examples:
+      qgen-sweep status smoke
+      qgen-sweep status smoke --watch              # live, beside a running launch
+      qgen-sweep status cifar10-grid --json
+    """
     from qgen_sweep.store import ResultsStore, sweep_status
 
     store = ResultsStore(results_dir if results_dir is not None else _default_dir(sweep))
+    if watch and as_json:
+        raise UsageError("--watch redraws a table; it does not combine with --json")
+    if watch:
+        _watch(store, f"{Path(sweep).stem}: status of {store.root}", failures, interval)
+        return
     if as_json:
         status = sweep_status(store)
         data = {"by_bits": status.by_bits, "totals": status.totals, "missing": status.missing,
@@ -219,12 +242,22 @@ def _failure_dict(row: dict) -> dict:
 
 def _print_status(store, title: str, failures: int = 5) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    from qgen_sweep.store import STATUS_COLUMNS, sweep_status
+    from qgen_sweep.store import sweep_status
 
-    status = sweep_status(store)
     console = Console(highlight=False, width=max(100, Console().width))
+    console.print(_status_view(store, sweep_status(store), title, failures))
+    sys.stdout.flush()
+
+
+def _status_view(store, status, title: str, failures: int = 5, running: list | None = None):
+    """The status table, who runs the sweep, the running trials, corrupt files and failures."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from qgen_sweep.store import STATUS_COLUMNS
+
     table = Table(title=title, title_justify="left")
     table.add_column("bits", justify="right")
     for column in STATUS_COLUMNS:
@@ -232,29 +265,42 @@ def _print_status(store, title: str, failures: int = 5) -> None:
     for bits, row in status.by_bits.items():
         table.add_row(str(bits), *(str(row[c]) for c in STATUS_COLUMNS))
     table.add_row("all", *(str(status.totals[c]) for c in STATUS_COLUMNS), style="bold")
-    console.print(table)
+    parts: list = [table]
     if status.locked_by:
-        console.print(f"running now: {status.locked_by.get('command')} "
-                      f"(pid {status.locked_by.get('pid')}, since {status.locked_by.get('since')})")
+        parts.append(Text(f"running now: {status.locked_by.get('command')} "
+                          f"(pid {status.locked_by.get('pid')}, "
+                          f"since {status.locked_by.get('since')})"))
+    if running:
+        from qgen_sweep.backends.progress import running_table
+
+        parts.append(running_table(running))
     if status.totals["collapsed"]:
-        console.print(f"collapsed: {status.totals['collapsed']} finished trial(s) ended at chance "
-                      f"level or with a training loss above 10 ln(classes); `qgen-sweep report` "
-                      f"leaves them out of its statistics (--include-collapsed keeps them)",
-                      markup=False)
-    for path in status.corrupt:
-        console.print(f"corrupt: {path} does not read back; `qgen-sweep resume` reruns its trial",
-                      markup=False)
+        parts.append(Text(f"collapsed: {status.totals['collapsed']} finished trial(s) ended at "
+                          f"chance level or with a training loss above 10 ln(classes); "
+                          f"`qgen-sweep report` leaves them out of its statistics "
+                          f"(--include-collapsed keeps them)"))
+    parts += [Text(f"corrupt: {path} does not read back; `qgen-sweep resume` reruns its trial")
+              for path in status.corrupt]
     if status.failures:
-        console.print(f"latest failures ({len(status.failures)} failed attempts of unfinished "
-                      f"trials):")
-    for row in status.failures[:failures]:
-        console.print(f"  {row['trial_id']} bits={row['bits']} attempt {row['attempt']}: "
-                      f"{row['error_type']}: {row['message']}", markup=False)
+        parts.append(Text(f"latest failures ({len(status.failures)} failed attempts of "
+                          "unfinished trials):"))
+    parts += [Text(f"  {row['trial_id']} bits={row['bits']} attempt {row['attempt']}: "
+                   f"{row['error_type']}: {row['message']}") for row in status.failures[:failures]]
     from qgen_sweep.adaptive.report import status_lines  # issue 7: best trial per precision
 
-    for line in status_lines(store.root):
-        console.print(line, markup=False)
-    sys.stdout.flush()
+    parts += [Text(line) for line in status_lines(store.root)]
+    return Group(*parts)
+
+
+def _watch(store, title: str, failures: int, interval: float) -> None:
+    from qgen_sweep.watch import watch_status
+
+    if interval <= 0:
+        raise UsageError(f"--interval must be > 0 seconds, but got {interval:g}")
+    last = watch_status(store, lambda snap: _status_view(store, snap.status, title, failures,
+                                                         snap.running), interval)
+    ended = "every planned trial has a result" if last.finished else "the launch stopped"
+    click.echo(f"watch ended: {ended}")
 
 
 COMMANDS = (list_command, validate_command, launch_command, status_command, resume_command)

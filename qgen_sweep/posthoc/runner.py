@@ -13,12 +13,12 @@ writes its result atomically when it finishes: a killed run loses only the jobs 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qgen_sweep.backends.progress import JobProgress
 from qgen_sweep.errors import QGenError
 from qgen_sweep.posthoc.kind import JobKind
 from qgen_sweep.store import ResultsStore
@@ -76,43 +76,11 @@ def spec_device(root: Path) -> str:
     return "auto"
 
 
-def _clock(seconds: float) -> str:
-    from qgen_sweep.backends.progress import _clock as clock
-
-    return clock(seconds)
-
-
-class JobProgress:
-    """Counts finished jobs; the ETA is the throughput since the first finished job (which also
-    paid for Ray's start and the worker's imports) applied to the jobs left."""
-
-    def __init__(self, total: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.total, self.finished = total, 0
-        self._now = clock
-        self._first: float | None = None
-
-    def finish(self) -> None:
-        self.finished += 1
-        if self._first is None:
-            self._first = self._now()
-
-    def eta(self) -> str:
-        left = self.total - self.finished
-        if left <= 0:
-            return "0:00"
-        if self._first is None or self.finished < 2:
-            return "--"
-        rate = (self.finished - 1) / max(self._now() - self._first, 1e-9)
-        return _clock(left / rate)
-
-
-def _line(result: dict[str, Any], progress: JobProgress) -> str:
+def _text(result: dict[str, Any]) -> str:
+    """'marked   t0 Int2  0.3 s' (and the failure message) for one finished job."""
     label = "FP32" if result["bits"] == 32 else f"Int{result['bits']}"
-    line = (f"[{progress.finished}/{progress.total}] {result['status']:8s} {result['trial_id']} "
-            f"{label:5s} {result['seconds']:.1f} s  ETA {progress.eta()}")
-    if result["message"]:
-        line += f"  {result['message']}"
-    return line
+    line = f"{result['status']:8s} {result['trial_id']} {label:5s} {result['seconds']:.1f} s"
+    return f"{line}  {result['message']}" if result["message"] else line
 
 
 def split_pending(
@@ -130,9 +98,10 @@ def split_pending(
     return todo, done
 
 
-def _run_local(run: JobRun, trials: list[dict[str, Any]], on_result) -> None:
+def _run_local(run: JobRun, trials: list[dict[str, Any]], on_result, progress) -> None:
     job = run.kind.job_function()
     for trial in trials:
+        progress.on_start(trial["trial_id"])
         on_result(job(str(run.root), trial, run.settings))
 
 
@@ -169,23 +138,36 @@ def _run_locked(run: JobRun, is_done: IsDone, detail: str, echo: Echo) -> dict:
         extra = f" ({detail})" if detail else ""
         echo(f"{kind.command} {run.sweep}: {len(todo)} to {kind.verb}, {done} already "
              f"{kind.done}{extra} in {run.root}")
-    progress, seen = JobProgress(len(todo)), []
+    seen: list[dict[str, Any]] = []
+    progress = _progress(run, len(todo), echo)
 
     def on_result(result: dict[str, Any]) -> None:
         seen.append(result)
-        progress.finish()
-        if not run.as_json:
-            echo(_line(result, progress))
+        progress.on_done(result["trial_id"], ok=result["status"] != "failed",
+                         text=_text(result))
 
-    if todo and run.backend == "local":
-        _run_local(run, todo, on_result)
-    elif todo:
-        from qgen_sweep.backends.ray_tasks import run_trial_jobs
+    with progress:
+        if todo and run.backend == "local":
+            _run_local(run, todo, on_result, progress)
+        elif todo:
+            from qgen_sweep.backends.ray_tasks import run_trial_jobs
 
-        run_trial_jobs(run.kind.job, run.kind.store_kind, str(run.root), todo, run.settings,
-                       run.cpu, run.gpu, run.address, on_result,
-                       note=lambda line: echo(line, err=True))
+            progress.phase("starting Ray and the first jobs...")
+            run_trial_jobs(run.kind.job, run.kind.store_kind, str(run.root), todo, run.settings,
+                           run.cpu, run.gpu, run.address, on_result,
+                           note=lambda line: echo(line, err=True))
     return _summary(run, seen, done, echo)
+
+
+def _progress(run: JobRun, total: int, echo: Echo) -> JobProgress:
+    """One line per finished job with an ETA; live on a terminal, heartbeats in a log (the
+    shared JobProgress); silent with --json or nothing to do."""
+    import click
+
+    label = f"{run.kind.command} {run.sweep}"
+    if run.as_json or total == 0:
+        return JobProgress(total, label, interval=0, echo=lambda text: None)
+    return JobProgress(total, label, echo=None if echo is click.echo else echo)
 
 
 def _summary(run: JobRun, results: list[dict[str, Any]], done: int, echo: Echo) -> dict:
