@@ -68,8 +68,10 @@ def summary_line(snapshot: Snapshot, elapsed: float) -> str:
     from qgen_sweep.backends.running import describe
 
     t = snapshot.status.totals
-    line = (f"[{_clock(elapsed)}] {t['done'] + t['diverged']}/{t['planned']} finished "
-            f"({t['done']} done, {t['diverged']} diverged), {t['running']} running, "
+    collapsed = f", {t['collapsed']} collapsed" if t["collapsed"] else ""
+    line = (f"[{_clock(elapsed)}] {t['done'] + t['collapsed'] + t['diverged']}/{t['planned']} "
+            f"finished ({t['done']} done{collapsed}, {t['diverged']} diverged), "
+            f"{t['running']} running, "
             f"{t['failed']} failed, {t['pending'] + t['interrupted']} pending")
     if snapshot.running:
         shown = "; ".join(describe(r) for r in snapshot.running[:HEARTBEAT_SHOWN])

@@ -89,8 +89,8 @@ def test_the_page_renders_the_store_and_follows_a_running_trial(store, server, t
                 f"return document.querySelectorAll('#{chart} svg path').length;")
             assert shapes > 5, chart
         table1 = _rows(driver, "table1")
-        assert table1[0][:5] == ["FP32", "3", "0", "0", "80.00 ± 10.00"]
-        assert table1[3][:4] == ["Int2", "2", "0", "1"]
+        assert table1[0][:6] == ["FP32", "3", "0", "0", "0", "80.00 ± 10.00"]
+        assert table1[3][:5] == ["Int2", "2", "0", "0", "1"]  # n, collapsed, diverged, failed
         paired = _rows(driver, "paired")
         assert paired[0][:3] == ["Int8", "gap (nats)", "3"]
         assert _rows(driver, "measures")[0][:2] == ["pacbayes_init", "1.2000"]
@@ -117,7 +117,7 @@ def test_the_page_renders_the_store_and_follows_a_running_trial(store, server, t
         wait_for(driver, "[...document.querySelectorAll('#table1 tbody tr')][0]"
                          ".cells[1].textContent === '4'", what="the new FP32 row")
         wait_for(driver, "window.qgenDashboard.updates >= 3", what="three states drawn")
-        assert _rows(driver, "table1")[0][4] == "83.75 ± 11.09"  # train acc 0.9, 0.8, 0.7, 0.95
+        assert _rows(driver, "table1")[0][5] == "83.75 ± 11.09"  # train acc 0.9, 0.8, 0.7, 0.95
         assert driver.execute_script(
             "return document.getElementById('launch').textContent;") == "no launch running"
         assert console_errors(driver) == []

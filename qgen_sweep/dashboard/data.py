@@ -224,11 +224,13 @@ def _gap_boxes(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "box": _quartiles(gaps)} for (sweep, precision), gaps in groups.items()]
 
 
-# Progress by precision: the plan view's states (done / diverged / failed / pending).
+# Progress by precision: the plan view's states (done / collapsed / diverged / failed /
+# pending).
 _PROGRESS_SQL = """
 SELECT sweep, bits, precision,
        count(*) AS planned,
        count(*) FILTER (WHERE state = 'done') AS done,
+       count(*) FILTER (WHERE state = 'collapsed') AS collapsed,
        count(*) FILTER (WHERE state = 'diverged') AS diverged,
        count(*) FILTER (WHERE state = 'failed') AS failed,
        count(*) FILTER (WHERE state = 'pending') AS pending

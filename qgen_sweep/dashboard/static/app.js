@@ -7,7 +7,7 @@ const MAX_CURVES = 12;
 // The figures' colours (qgen_sweep/analysis/style.py: Okabe-Ito, one per precision).
 const COLORS = { FP32: "#000000", Int8: "#0072B2", Int4: "#E69F00", Int2: "#D55E00" };
 const ORDER = ["FP32", "Int8", "Int4", "Int2"];
-const STATES = [["done", "#2a9d4b"], ["diverged", "#b07aa1"], ["failed", "#d62728"],
+const STATES = [["done", "#2a9d4b"], ["collapsed", "#9c755f"], ["diverged", "#b07aa1"], ["failed", "#d62728"],
                 ["running", "#4e9ad6"], ["pending", "#cccccc"]];
 const MEASURES = ["pacbayes_init", "pacbayes_orig", "pacbayes_mag_init", "pacbayes_mag_orig",
                   "sharpness_init", "sharpness_orig", "sharpness_mag_init", "sharpness_mag_orig"];
@@ -116,8 +116,8 @@ function renderProgress() {
 
 function renderTable1() {
   fillTable($("table1"),
-    ["precision", "n", "diverged", "failed", "train acc %", "test acc %", "train loss", "test loss", "gap", "gap median"],
-    state.table1.map((r) => [`${sweepPrefix(r)}${r.precision}`, r.n, r.diverged, r.failed,
+    ["precision", "n", "collapsed", "diverged", "failed", "train acc %", "test acc %", "train loss", "test loss", "gap", "gap median"],
+    state.table1.map((r) => [`${sweepPrefix(r)}${r.precision}`, r.n, r.collapsed, r.diverged, r.failed,
       pm(r.train_acc_mean, r.train_acc_std, 2), pm(r.test_acc_mean, r.test_acc_std, 2),
       pm(r.train_loss_mean, r.train_loss_std, 3), pm(r.test_loss_mean, r.test_loss_std, 3),
       pm(r.gap_mean, r.gap_std, 3), num(r.gap_median, 3)]),
