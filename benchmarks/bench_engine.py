@@ -29,7 +29,7 @@ import torch
 from qgen_sweep.trial.bundle import run_bundle
 from qgen_sweep.trial.config import TrialConfig, TrialRuntime
 from qgen_sweep.trial.fused import FusedNiN, time_conv_impls
-from qgen_sweep.trial.nin import build_model
+from qgen_sweep.trial.models import build_model
 from qgen_sweep.trial.train import _make_optimizer, run_trial
 
 THREADS = 2  # the CI / dev machine has 2 cores; both sides get the same

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from qgen_sweep.trial.bundle import run_bundle  # noqa: E402
 from qgen_sweep.trial.config import TrialConfig, TrialRuntime  # noqa: E402
 from qgen_sweep.trial.fused import FusedNiN, time_conv_impls  # noqa: E402
-from qgen_sweep.trial.nin import build_model  # noqa: E402
+from qgen_sweep.trial.models import build_model  # noqa: E402
 from qgen_sweep.trial.train import run_trial  # noqa: E402
 
 STEPS = 40  # steps per measured epoch

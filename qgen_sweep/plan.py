@@ -3,7 +3,9 @@
 The learning rate is conditional on the optimizer: with a `[grid.lr]` table each optimizer gets its
 own list, and `lr_index` is the level of the rate within that list (0, 1, 2), which is what the
 analysis groups on (science.md, granulated Kendall). The order is deterministic (AXIS_ORDER, values
-in the order written), so the same spec always gives the same trials, ids and positions.
+in the order written), so the same spec always gives the same trials, ids and positions. Points
+that give the same trial (NiN's depth axis crossed with an arch whose depth is fixed) are planned
+once, at their first position.
 """
 
 from __future__ import annotations
@@ -66,16 +68,20 @@ def _points(spec: SweepSpec) -> Iterator[tuple[dict[str, Any], int]]:
 def plan(spec: SweepSpec) -> list[PlannedTrial]:
     """Expand a spec into its trials; every config is validated before anything runs."""
     trials: list[PlannedTrial] = []
+    seen: set[str] = set()
     problems: dict[str, str] = {}  # message -> line naming the first trial that has it
-    for position, (point, lr_index) in enumerate(_points(spec)):
+    for index, (point, lr_index) in enumerate(_points(spec)):
         values = {**spec.fixed, **point}
         try:
             config = TrialConfig.from_dict(values)
         except UsageError as error:
-            line = f"{spec.source}: trial {position} ({_describe(point)}): {error}"
+            line = f"{spec.source}: trial {index} ({_describe(point)}): {error}"
             problems.setdefault(str(error), line)
             continue
-        trials.append(PlannedTrial(position=position, config=config, lr_index=lr_index))
+        if config.trial_id in seen:  # e.g. a depth axis over an arch with a fixed depth
+            continue
+        seen.add(config.trial_id)
+        trials.append(PlannedTrial(position=len(trials), config=config, lr_index=lr_index))
         if len(problems) >= 20:  # one bad fixed value repeats for every trial; stop early
             break
     if problems:

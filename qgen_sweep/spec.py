@@ -50,6 +50,7 @@ from qgen_sweep.errors import SpecError, UsageError
 from qgen_sweep.resources import data_dir
 from qgen_sweep.spec_optuna import OPTUNA_FIELDS, OptunaSettings, parse_optuna
 from qgen_sweep.spec_optuna import identity as optuna_identity
+from qgen_sweep.trial.archs import ARCH_NAMES
 from qgen_sweep.trial.config import (
     AMP_MODES,
     AUGMENTATIONS,
@@ -79,13 +80,13 @@ CONFIG_FIELDS: dict[str, str] = {
 }
 CHOICES: dict[str, tuple] = {
     "dataset": DATASETS, "bits": BITS, "optimizer": OPTIMIZERS, "augment": AUGMENTATIONS,
-    "first_last": FIRST_LAST_POLICIES, "amp": AMP_MODES,
+    "first_last": FIRST_LAST_POLICIES, "amp": AMP_MODES, "arch": ARCH_NAMES,
 }
 # Fields that may be swept; milestones is a list itself, so it is only ever fixed (in [train]).
 AXIS_FIELDS = tuple(k for k in CONFIG_FIELDS if k != "milestones")
 # Axis order of the plan (bits innermost so each configuration's precisions run side by side).
 AXIS_ORDER = (
-    "dataset", "optimizer", "lr", "weight_decay", "depth", "width", "base_width", "epochs",
+    "dataset", "arch", "optimizer", "lr", "weight_decay", "depth", "width", "base_width", "epochs",
     "batch_size", "gamma", "momentum", "seed", "augment", "first_last", "step_size_lr_scale",
     "amp", "bits",
 )
@@ -574,7 +575,8 @@ def _check_cross(problems: _Problems, axes, lr_table, fixed) -> None:
         problems.add(f"train.{name}", f"is also a grid axis (grid.{name}); keep it in one place")
     if lr_table and "lr" in fixed:
         problems.add("train.lr", "is also a grid axis (grid.lr); keep it in one place")
-    for name in ("dataset", "optimizer", "lr", "bits", "weight_decay", "depth", "width"):
+    # depth and width: TrialConfig asks for them where the arch needs them (NiN).
+    for name in ("dataset", "optimizer", "lr", "bits", "weight_decay"):
         present = name in axes or name in fixed or (name == "lr" and lr_table)
         if not present:
             problems.add(f"grid.{name}", f"missing: give it as an axis in [grid] or a fixed value "

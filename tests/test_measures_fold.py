@@ -8,7 +8,7 @@ from torch import nn
 
 from qgen_sweep.measures.fold import conv_weight_vector, fold_sequential, plain_network
 from qgen_sweep.trial.config import TrialConfig
-from qgen_sweep.trial.nin import build_model, conv_weight_count
+from qgen_sweep.trial.models import build_model, conv_weight_count
 
 torch.set_num_threads(2)
 

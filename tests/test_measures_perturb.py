@@ -8,7 +8,7 @@ from torch import nn
 from qgen_sweep.measures.fold import plain_network
 from qgen_sweep.measures.perturb import BatchedEvaluator, stacked_forward, supports_stacking
 from qgen_sweep.trial.config import TrialConfig
-from qgen_sweep.trial.nin import build_model
+from qgen_sweep.trial.models import build_model
 
 torch.set_num_threads(2)
 

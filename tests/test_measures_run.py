@@ -17,7 +17,7 @@ from qgen_sweep.measures.search import SearchSettings
 from qgen_sweep.measures.select import pending_trials
 from qgen_sweep.store import ResultsStore
 from qgen_sweep.trial.config import TrialConfig
-from qgen_sweep.trial.nin import build_model, conv_weight_count
+from qgen_sweep.trial.models import build_model, conv_weight_count
 
 torch.set_num_threads(2)
 QGEN = [sys.executable, "-m", "qgen_sweep.cli"]

@@ -23,7 +23,7 @@ from qgen_sweep.trial.fused import (
     time_conv_impls,
 )
 from qgen_sweep.trial.lsq import LSQQuantize, clamp_step_sizes, gradient_scale, qrange
-from qgen_sweep.trial.nin import build_model
+from qgen_sweep.trial.models import build_model
 from qgen_sweep.trial.train import _make_optimizer
 
 torch.set_num_threads(2)

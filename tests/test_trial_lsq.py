@@ -1,5 +1,6 @@
-"""LSQ quantizer: hand-computed example, PyTorch's learnable fake-quantize as oracle, gradient
-scale, initial step size, positivity, fp32 under autocast."""
+"""LSQ quantizer: hand-computed example, PyTorch's learnable fake-quantize as oracle (for the
+quantizer and for every layer wrapper: conv, depthwise conv, linear), gradient scale, initial
+step size, positivity, fp32 under autocast."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import torch
 from qgen_sweep.trial.lsq import (
     MIN_STEP_SIZE,
     LSQConv2d,
+    LSQLinear,
     clamp_step_sizes,
     gradient_scale,
     lsq_quantize,
     qrange,
+    to_lsq,
 )
 
 
@@ -121,3 +124,58 @@ def test_quantized_weight_is_what_forward_uses_and_stays_fp32_under_autocast() -
     assert weight.dtype == torch.float32
     assert torch.equal(weight, conv.quantized_weight())
     assert out.dtype == torch.bfloat16
+
+
+def _layer(kind: str) -> torch.nn.Module:
+    return {"conv": lambda: torch.nn.Conv2d(6, 8, 3, padding=1),
+            "depthwise": lambda: torch.nn.Conv2d(6, 6, 3, stride=2, padding=1, groups=6),
+            "linear": lambda: torch.nn.Linear(12, 5)}[kind]()
+
+
+def _functional(layer: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if isinstance(layer, torch.nn.Linear):
+        return torch.nn.functional.linear(x, weight, layer.bias)
+    return torch.nn.functional.conv2d(x, weight, layer.bias, layer.stride, layer.padding, 1,
+                                      layer.groups)
+
+
+@pytest.mark.parametrize("kind", ["conv", "depthwise", "linear"])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_every_wrapper_matches_the_pytorch_oracle(kind: str, bits: int) -> None:
+    torch.manual_seed(bits)
+    layer = _layer(kind)
+    before = [p.detach().clone() for p in layer.parameters()]
+    wrapped = to_lsq(layer, bits)  # the wrapping every model gets (build_model)
+    assert isinstance(wrapped, (LSQConv2d, LSQLinear)) and wrapped is layer
+    assert all(torch.equal(a, b) for a, b in zip(before, list(layer.parameters())[:2],
+                                                 strict=False))  # weights untouched
+    qn, qp = qrange(bits)
+    with torch.no_grad():  # move weights out of PyTorch's half-step band, where it differs
+        s = layer.step_size
+        v = layer.weight / s
+        band = ((v < qn) & (v > qn - 0.5)) | ((v > qp) & (v < qp + 0.5))
+        layer.weight[band] = (v[band].sign() * (qp + 1.0)) * s
+    x = torch.randn(4, 12) if kind == "linear" else torch.randn(4, 6, 7, 7)
+    ours_x = x.clone().requires_grad_()
+    out = layer(ours_x)
+    upstream = torch.randn_like(out)
+    (out * upstream).sum().backward()
+
+    ref_w = layer.weight.detach().clone().requires_grad_()
+    ref_s = layer.step_size.detach().reshape(1).clone().requires_grad_()
+    ref_x = x.clone().requires_grad_()
+    g = gradient_scale(ref_w.numel(), qp)
+    fake = torch._fake_quantize_learnable_per_tensor_affine(ref_w, ref_s, torch.zeros(1), qn, qp,
+                                                            g)
+    ref = _functional(layer, ref_x, fake)
+    (ref * upstream).sum().backward()
+    assert torch.equal(layer.quantized_weight(), fake)  # forward bit for bit
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(layer.weight.grad, ref_w.grad)
+    torch.testing.assert_close(ours_x.grad, ref_x.grad)
+    torch.testing.assert_close(layer.step_size.grad.reshape(1), ref_s.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_to_lsq_refuses_other_layers() -> None:
+    with pytest.raises(TypeError, match="BatchNorm2d"):
+        to_lsq(torch.nn.BatchNorm2d(3), 4)

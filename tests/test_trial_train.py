@@ -114,7 +114,7 @@ def test_checkpoints_and_load_model(tmp_path: Path) -> None:
     assert l2_norm(best) == pytest.approx(result.l2_norm, rel=1e-6)
     # init.pt holds the weights at initialisation: the seed's model, before any step.
     torch.manual_seed(config.seed)
-    from qgen_sweep.trial.nin import build_model
+    from qgen_sweep.trial.models import build_model
 
     fresh = build_model(config, 1, 10)
     for name, tensor in fresh.state_dict().items():
@@ -168,7 +168,7 @@ def test_other_optimizers_and_step_size_group(optimizer: str) -> None:
     assert result.history[1].train_loss < result.history[0].train_loss
 
     torch.manual_seed(0)
-    from qgen_sweep.trial.nin import build_model
+    from qgen_sweep.trial.models import build_model
 
     model = build_model(config, 1, 10)
     weights, steps = _make_optimizer(config, model).param_groups

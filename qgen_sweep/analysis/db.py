@@ -37,6 +37,8 @@ KINDS: dict[str, pa.Schema | None] = {
     "failures": FAILURE_SCHEMA,
     "measures": None,
 }
+# Columns added to the schemas after stores were written, with the value older files mean.
+BACKFILL = {"arch": "'nin'"}  # every trial before architectures were an axis trained NiN
 _STORE_MARKERS = ("plan.parquet", "sweep.toml", "trials", "epochs", "failures", "measures")
 # DuckDB's default memory limit is 80% of RAM; an analysis connection gets a quarter (a query
 # over ~2,000 trials needs tens of MB), so a runaway user query fails before the machine swaps.
@@ -187,7 +189,23 @@ def _load_kind(con: duckdb.DuckDBPyConnection, stores: list[Store], kind: str) -
     )
     for table, _ in parts:
         execute(con, f"DROP TABLE {table}")
+    _backfill(con, kind)
     return True
+
+
+def _backfill(con: duckdb.DuckDBPyConnection, kind: str) -> None:
+    """Give raw_<kind> every column of its schema; files older than a column read as BACKFILL."""
+    schema = KINDS[kind]
+    if schema is None:
+        return
+    have = {row[0] for row in con.execute(f"DESCRIBE raw_{kind}").fetchall()}
+    for field in schema:
+        if field.name not in have:
+            kind_type = _DUCK_TYPES[str(field.type)]
+            execute(con, f'ALTER TABLE raw_{kind} ADD COLUMN "{field.name}" {kind_type}')
+        if field.name in BACKFILL:
+            execute(con, f'UPDATE raw_{kind} SET "{field.name}" = {BACKFILL[field.name]} '
+                         f'WHERE "{field.name}" IS NULL')
 
 
 def _run_script(con: duckdb.DuckDBPyConnection, path: Path) -> None:

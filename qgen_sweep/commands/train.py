@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from qgen_sweep.errors import UsageError
+from qgen_sweep.trial.archs import ARCH_NAMES, ARCHS, DEFAULT_ARCH
 from qgen_sweep.trial.config import COMPILE_MODES, TrialConfig, TrialRuntime
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialConfig)}
@@ -66,10 +67,15 @@ def _echo_epoch(metrics: Any) -> None:
 @click.option("--lr", type=float, required=True, help="Learning rate.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True,
               help="Weight decay (not applied to LSQ step sizes).")
-@click.option("--depth", type=int, required=True, help="Number of NiN blocks.")
-@click.option("--width", type=int, required=True, help="Width multiplier.")
-@click.option("--base-width", type=int, default=_DEFAULTS["base_width"], show_default=True,
-              help="Channels = base width x width.")
+@click.option("--arch", type=click.Choice(ARCH_NAMES), default=DEFAULT_ARCH, show_default=True,
+              help="Architecture (docs/science.md describes each).")
+@click.option("--depth", type=int, default=None,
+              help="Number of NiN blocks (nin only: the other archs fix their depth).")
+@click.option("--width", type=int, default=None,
+              help="Width multiplier (required for nin; default 1 for the others).")
+@click.option("--base-width", type=int, default=None,
+              help="Channels of the first stage, times --width [default: the arch's: "
+                   + ", ".join(f"{a.name} {a.base_width}" for a in ARCHS.values()) + "].")
 @click.option("--epochs", type=int, default=_DEFAULTS["epochs"], show_default=True)
 @click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True)
 @click.option("--milestones", default=",".join(map(str, _DEFAULTS["milestones"])),
@@ -105,9 +111,13 @@ def train(**options: Any) -> None:
     """Train one trial in-process and print its final metrics.
 
     \b
-    Example:
+    Examples:
       qgen-sweep train --dataset digits --bits 4 --optimizer sgd --lr 0.05 \\
         --weight-decay 1e-4 --depth 2 --width 2 --base-width 8 --epochs 15 --out runs/one
+      qgen-sweep train --arch resnet18 --dataset digits --bits 2 --optimizer sgd --lr 0.05 \\
+        --base-width 4 --epochs 5
+
+    The architectures, LSQ and the protocol are described in docs/science.md.
     """
     out: Path | None = options.pop("out")
     as_json: bool = options.pop("as_json")
@@ -118,6 +128,11 @@ def train(**options: Any) -> None:
         channels_last=options.pop("channels_last"), threads=options.pop("threads"),
     )
     options["milestones"] = _milestones(options["milestones"])
+    if options["depth"] is not None and not ARCHS[options["arch"]].uses_depth:
+        raise UsageError(f"--depth is the number of NiN blocks; arch {options['arch']} fixes "
+                         f"its own depth, so leave --depth out (got {options['depth']})")
+    for name in ("depth", "width", "base_width"):  # 0 = unset: the arch's default
+        options[name] = 0 if options[name] is None else options[name]
     config = TrialConfig(**options)  # raises UsageError with one line per bad value
 
     from qgen_sweep.trial.train import run_trial  # torch: only when a trial really runs

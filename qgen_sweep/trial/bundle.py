@@ -57,7 +57,7 @@ from qgen_sweep.trial.fused import (
     member_order,
 )
 from qgen_sweep.trial.lsq import step_sizes
-from qgen_sweep.trial.nin import build_model
+from qgen_sweep.trial.models import build_model
 from qgen_sweep.trial.train import (
     CHECKPOINT_VERSION,
     _atomic_save,

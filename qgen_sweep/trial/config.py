@@ -3,7 +3,7 @@
 TrialConfig is the scientific identity of a trial: everything that changes what is computed.
 Its canonical form is hashed into the content-addressed `trial_id`. Where the run happens and how
 fast (device, data directory, compilation, eval batch size) lives in TrialRuntime and is excluded.
-Defaults follow the paper (appendix B.3) unless stated.
+Defaults follow docs/science.md (paper appendix B.3) unless stated.
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qgen_sweep.errors import UsageError
+from qgen_sweep.trial.archs import ARCH_NAMES, ARCHS, DEFAULT_ARCH
 
-DATASETS = ("cifar10", "cifar100", "digits")
+# name -> (in_channels, image_size, num_classes)
+DATASET_SHAPES = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "digits": (1, 8, 10)}
+DATASETS = tuple(DATASET_SHAPES)
 BITS = (2, 4, 8, 32)  # 32 = full precision: no quantizer at all
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
 FIRST_LAST_POLICIES = ("int8", "same")  # LSQ paper keeps first/last layer at 8 bits
 AMP_MODES = ("none", "bf16")  # bf16 autocast (GPU only); quantizer math stays fp32
 AUGMENTATIONS = ("none", "crop-flip")  # science.md: reference code trains without augmentation
 NOISE_CONVENTIONS = ("reference", "jiang")
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10}  # per dataset (chance = 1 / classes)
+NUM_CLASSES = {name: shape[2] for name, shape in DATASET_SHAPES.items()}  # chance = 1 / classes
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,12 @@ class TrialConfig:
     optimizer: str
     lr: float
     weight_decay: float
-    depth: int
-    width: int
-    base_width: int = 25  # channels = base_width x width (NiN reference code)
+    # NiN: number of blocks, required. Other archs fix their own depth: it is recorded as 1.
+    depth: int = 0
+    width: int = 0  # width multiplier: channels = base_width x width (0 = unset; 1 off NiN)
+    # channels of the first stage (NiN: of every block); 0 = the arch's default (archs.py:
+    # nin 25 as in the reference code, resnet 16 as in the paper, mobilenet 32, vgg 64)
+    base_width: int = 0
     epochs: int = 300
     batch_size: int = 128
     milestones: tuple[int, ...] = (100, 200)  # MultiStep schedule, paper appendix B.3
@@ -50,12 +56,28 @@ class TrialConfig:
     # step-size lr = lr x this (science.md: an open choice under Adam/RMSProp; start at 1)
     step_size_lr_scale: float = 1.0
     amp: str = "none"
+    arch: str = DEFAULT_ARCH  # a registered architecture (qgen_sweep/trial/archs.py)
     # The engine drops the ragged last batch (static shapes): an epoch = floor(n / batch) steps.
 
     def __post_init__(self) -> None:
+        self._resolve_arch_defaults()
         problems = self.problems()
         if problems:
             raise UsageError("; ".join(problems))
+
+    def _resolve_arch_defaults(self) -> None:
+        """Fill base_width (and off NiN, depth and width) from the arch, so the stored config
+        and the trial id always hold the values the model is built with."""
+        entry = ARCHS.get(self.arch) if isinstance(self.arch, str) else None
+        if entry is None:
+            return  # problems() names the bad arch
+        if self.base_width == 0:
+            object.__setattr__(self, "base_width", entry.base_width)
+        if not entry.uses_depth:
+            # The arch fixes its depth; a depth given for NiN in a mixed grid does not apply.
+            object.__setattr__(self, "depth", 1)
+            if self.width == 0:
+                object.__setattr__(self, "width", 1)
 
     def problems(self) -> list[str]:
         """Return one human-readable line per invalid field (empty when valid)."""
@@ -73,6 +95,7 @@ class TrialConfig:
                 rule = ">= 0" if allow_zero else "> 0"
                 out.append(f"{name} must be a finite number {rule}, but got {value!r}")
 
+        one_of("arch", self.arch, ARCH_NAMES)
         one_of("dataset", self.dataset, DATASETS)
         one_of("bits", self.bits, BITS)
         one_of("optimizer", self.optimizer, OPTIMIZERS)
@@ -86,7 +109,11 @@ class TrialConfig:
         positive("step_size_lr_scale", self.step_size_lr_scale)
         for name in ("depth", "width", "base_width", "epochs", "batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if name in ("depth", "width") and value == 0:
+                what = "the number of NiN blocks" if name == "depth" else "the width multiplier"
+                out.append(f"{name} ({what}) is required for arch {self.arch}, but got none; "
+                           f"give e.g. {name} = {3 if name == 'depth' else 10}")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 out.append(f"{name} must be an integer >= 1, but got {value!r}")
         if not all(isinstance(m, int) and m >= 1 for m in self.milestones):
             out.append(f"milestones must be epochs >= 1, but got {list(self.milestones)!r}")
@@ -97,9 +124,15 @@ class TrialConfig:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (tuples as lists), the canonical form stored with every result."""
+        """Plain dict (tuples as lists), the canonical form stored with every result.
+
+        `arch` is left out when it is the default (nin), so the configs, checkpoints and trial
+        ids written before architectures were an axis stay those of the same trials.
+        """
         data = dataclasses.asdict(self)
         data["milestones"] = list(self.milestones)
+        if data["arch"] == DEFAULT_ARCH:
+            del data["arch"]
         return data
 
     @classmethod
@@ -127,15 +160,24 @@ class TrialConfig:
 
     @property
     def num_classes(self) -> int:
-        return NUM_CLASSES[self.dataset]
+        return DATASET_SHAPES[self.dataset][2]
+
+    @property
+    def image_size(self) -> int:
+        """Side of the dataset's square images in pixels."""
+        return DATASET_SHAPES[self.dataset][1]
+
+    @property
+    def in_channels(self) -> int:
+        return DATASET_SHAPES[self.dataset][0]
 
 
 
 # The TrialConfig fields that plan and trial rows carry as columns of their own, in column order
 # (what the analysis groups and pairs on); every field is in their config_json as well. The store
 # derives the column types from these fields' annotations.
-COLUMN_FIELDS = ("dataset", "bits", "optimizer", "lr", "weight_decay", "depth", "width",
-                 "base_width", "epochs", "batch_size", "seed")
+COLUMN_FIELDS = ("dataset", "arch", "bits", "optimizer", "lr", "weight_decay", "depth",
+                 "width", "base_width", "epochs", "batch_size", "seed")
 
 # Values a runtime may take (checked by the spec parser, before any trial starts).
 RUNTIME_DTYPES = ("float32", "float64")
@@ -155,8 +197,7 @@ class TrialRuntime:
     channels_last: bool = False
     threads: int | None = None  # torch.set_num_threads on CPU; None = leave as is
     # Parameter/data dtype: "float64" makes fused-vs-unfused equivalence exact to ~1e-10 on the
-    # CPU (tests/test_trial_bundle.py); training runs use float32 (with optional bf16 autocast
-    # via `amp`).
+    # CPU (tests/test_trial_bundle.py); training runs use float32 (optional bf16 autocast: `amp`).
     dtype: str = "float32"
 
 

@@ -23,10 +23,9 @@ import torch
 from torch import Tensor
 
 from qgen_sweep.errors import DataError, UsageError
-from qgen_sweep.trial.config import TrialRuntime
+from qgen_sweep.trial.config import DATASET_SHAPES, TrialRuntime
 
-# name -> (in_channels, image_size, num_classes)
-SHAPES = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "digits": (1, 8, 10)}
+SHAPES = DATASET_SHAPES  # name -> (in_channels, image_size, num_classes)
 
 _CIFAR_FILES = {
     "cifar10": (

@@ -7,6 +7,10 @@ Backward (LSQ paper eq. 3): straight-through for the rounding only, so dw = 1 st
 range and 0 outside; ds = (round(v) - v) inside, Qn or Qp outside, times g = 1 / sqrt(N * Qp).
 The quantizer math always runs in fp32, also under bf16 autocast (bf16 rounding of w / s flips
 about 1% of 8-bit codes).
+
+Any model is quantized by `quantize_layers`: every nn.Conv2d (depthwise and grouped included)
+and nn.Linear becomes its LSQ version in place (same parameters, one step size added), under the
+first/last-layer policy. FP32 trials (bits 32) keep the plain layers.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import math
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 QUANTIZED_BITS = (2, 4, 8)
+FIRST_LAST_BITS = 8  # LSQ paper: first and last layers at 8 bits (first_last="int8")
 MIN_STEP_SIZE = 1e-8  # floor after each optimizer step: a zero or negative step size is undefined
 
 
@@ -74,17 +80,19 @@ def lsq_quantize(weight: Tensor, step_size: Tensor, bits: int) -> Tensor:
         )
 
 
-class LSQConv2d(nn.Conv2d):
-    """nn.Conv2d whose weight is LSQ fake-quantized in every forward.
+class LSQWeight:
+    """What every LSQ layer adds to its float layer: `bits`, a 0-dim fp32 `step_size` parameter
+    initialised from the layer's weights, and `quantized_weight()` (q * s) for forward."""
 
-    `step_size` is a 0-dim fp32 parameter initialised from the layer's initial weights.
-    """
+    weight: nn.Parameter
+    bits: int
+    step_size: nn.Parameter
 
-    def __init__(self, *args, bits: int, **kwargs) -> None:  # noqa: ANN002, ANN003
-        super().__init__(*args, **kwargs)
+    def _init_lsq(self, bits: int) -> None:
         qrange(bits)  # validates bits
         self.bits = bits
-        self.step_size = nn.Parameter(torch.zeros((), dtype=torch.float32))
+        device = self.weight.device
+        self.step_size = nn.Parameter(torch.zeros((), dtype=torch.float32, device=device))
         self.init_step_size()
 
     @property
@@ -97,8 +105,17 @@ class LSQConv2d(nn.Conv2d):
             self.step_size.copy_(initial_step_size(self.weight, self.qp))
 
     def quantized_weight(self) -> Tensor:
-        """The fake-quantized weight q * s (fp32) that forward convolves with."""
+        """The fake-quantized weight q * s (fp32) that forward computes with."""
         return lsq_quantize(self.weight, self.step_size, self.bits)
+
+
+class LSQConv2d(LSQWeight, nn.Conv2d):
+    """nn.Conv2d (any groups, so depthwise too) whose weight is LSQ fake-quantized in every
+    forward."""
+
+    def __init__(self, *args, bits: int, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self._init_lsq(bits)
 
     def forward(self, x: Tensor) -> Tensor:
         # Under autocast the convolution itself may run in bf16; q and s were computed in fp32.
@@ -108,10 +125,64 @@ class LSQConv2d(nn.Conv2d):
         return f"{super().extra_repr()}, bits={self.bits}"
 
 
-def lsq_layers(model: nn.Module) -> Iterator[tuple[str, LSQConv2d]]:
-    """(name, layer) for every LSQ layer of `model`, in module order."""
+class LSQLinear(LSQWeight, nn.Linear):
+    """nn.Linear whose weight is LSQ fake-quantized in every forward."""
+
+    def __init__(self, *args, bits: int, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        self._init_lsq(bits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.quantized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, bits={self.bits}"
+
+
+_LSQ_OF = {nn.Conv2d: LSQConv2d, nn.Linear: LSQLinear}
+
+
+def weight_layers(model: nn.Module) -> list[nn.Module]:
+    """Every conv and linear layer of `model` (float or LSQ), in module order."""
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def layer_bits(bits: int, first_last: str, index: int, count: int) -> int:
+    """Bits of weight layer `index` of `count` under the first/last-layer policy ("int8": the
+    first and the last at FIRST_LAST_BITS, as in the LSQ paper; "same": all at `bits`)."""
+    if bits == 32 or first_last == "same":
+        return bits
+    return FIRST_LAST_BITS if index in (0, count - 1) else bits
+
+
+def to_lsq(layer: nn.Module, bits: int) -> LSQWeight:
+    """Turn a float nn.Conv2d / nn.Linear into its LSQ class in place: the same parameter
+    objects (so no random numbers are drawn and state_dict keys keep their names) plus a step
+    size initialised from its weights."""
+    cls = _LSQ_OF.get(type(layer))
+    if cls is None:
+        raise TypeError(f"LSQ wraps nn.Conv2d and nn.Linear, not {type(layer).__name__}")
+    layer.__class__ = cls
+    layer._init_lsq(bits)
+    return layer
+
+
+def quantize_layers(model: nn.Module, bits: int, first_last: str) -> nn.Module:
+    """Wrap every conv and linear layer of `model` in LSQ (in place) under the first/last
+    policy; `bits` 32 leaves the model as it is. "First" and "last" are in module order (the
+    stem and the classifier of every registered arch). Returns `model`."""
+    layers = weight_layers(model)
+    for index, layer in enumerate(layers):
+        b = layer_bits(bits, first_last, index, len(layers))
+        if b != 32:
+            to_lsq(layer, b)
+    return model
+
+
+def lsq_layers(model: nn.Module) -> Iterator[tuple[str, LSQWeight]]:
+    """(name, layer) for every LSQ layer (conv or linear) of `model`, in module order."""
     for name, module in model.named_modules():
-        if isinstance(module, LSQConv2d):
+        if isinstance(module, LSQWeight):
             yield name, module
 
 

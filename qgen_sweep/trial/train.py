@@ -1,4 +1,4 @@
-"""Train one trial: TrialConfig -> trained NiN -> TrialResult (docs/ARCHITECTURE.md contract).
+"""Train one trial: TrialConfig -> trained model -> TrialResult (docs/ARCHITECTURE.md contract).
 
 Protocol (science.md, paper appendix B.3): cross-entropy, SGD (momentum) / Adam / RMSProp with
 weight decay (not on LSQ step sizes), MultiStep schedule. The model kept is the one with the
@@ -46,8 +46,8 @@ from qgen_sweep.trial.data import (
     load_dataset,
     resolve_device,
 )
-from qgen_sweep.trial.lsq import MIN_STEP_SIZE, LSQConv2d, lsq_layers, step_sizes
-from qgen_sweep.trial.nin import NiN, build_model, conv_layers
+from qgen_sweep.trial.lsq import MIN_STEP_SIZE, LSQWeight, lsq_layers, step_sizes, weight_layers
+from qgen_sweep.trial.models import build_model
 
 CHECKPOINT_VERSION = 1
 
@@ -109,7 +109,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[f
 
 def load_model(
     checkpoint_dir: Path, config: TrialConfig, which: str = "best", device: str = "cpu"
-) -> tuple[NiN, DatasetInfo]:
+) -> tuple[nn.Module, DatasetInfo]:
     """Rebuild the model of `config` with the weights of init.pt or best.pt in checkpoint_dir."""
     if which not in ("best", "init"):
         raise QGenError(f"which must be 'best' or 'init', but got {which!r}")
@@ -120,19 +120,19 @@ def load_model(
     _check_config(payload, config, path)
     info = DatasetInfo(**{**payload["dataset"], "mean": tuple(payload["dataset"]["mean"]),
                           "std": tuple(payload["dataset"]["std"])})
-    model = build_model(config, info.in_channels, info.num_classes).to(device)
+    model = build_model(config, info.in_channels, info.num_classes, info.image_size).to(device)
     model.load_state_dict(payload["model"])
     model.eval()
     return model, info
 
 
 def l2_norm(model: nn.Module) -> float:
-    """L2 norm of all conv weights as the model computes with them (q * s for LSQ layers;
-    no biases, BN parameters or step sizes), paper Table 2."""
+    """L2 norm of all conv and linear weights as the model computes with them (q * s for LSQ
+    layers; no biases, BN parameters or step sizes), paper Table 2."""
     total = torch.zeros((), dtype=torch.float64)
     with torch.no_grad():
-        for conv in conv_layers(model):
-            weight = conv.quantized_weight() if isinstance(conv, LSQConv2d) else conv.weight
+        for conv in weight_layers(model):
+            weight = conv.quantized_weight() if isinstance(conv, LSQWeight) else conv.weight
             total += weight.detach().double().pow(2).sum().cpu()
     return math.sqrt(float(total))
 
@@ -202,7 +202,7 @@ class _TrainState:
     """Everything that evolves during training; saved to / restored from last.pt."""
 
     def __init__(self, config: TrialConfig, runtime: TrialRuntime, data: Dataset,
-                 device: torch.device, model: NiN) -> None:
+                 device: torch.device, model: nn.Module) -> None:
         self.config, self.runtime, self.data, self.device = config, runtime, data, device
         self.model = model
         self.optimizer = _make_optimizer(config, model)
@@ -223,7 +223,7 @@ class _TrainState:
     def create(cls, config: TrialConfig, runtime: TrialRuntime, data: Dataset,
                device: torch.device) -> _TrainState:
         torch.manual_seed(config.seed)  # model initialisation is a function of the seed alone
-        model = build_model(config, data.in_channels, data.num_classes)
+        model = build_model(config, data.in_channels, data.num_classes, data.image_size)
         model = model.to(device=device, dtype=runtime_dtype(runtime))
         if runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -8,7 +8,7 @@ from torch import nn
 
 from qgen_sweep.trial.config import TrialConfig
 from qgen_sweep.trial.lsq import LSQConv2d
-from qgen_sweep.trial.nin import build_model, conv_layers, conv_weight_count
+from qgen_sweep.trial.models import build_model, conv_layers, conv_weight_count
 
 
 def _config(**overrides: object) -> TrialConfig:

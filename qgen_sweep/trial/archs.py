@@ -1,0 +1,42 @@
+"""The architecture registry (torch-free): every backbone a trial can train, by name.
+
+An entry says where its builder lives (a module of qgen_sweep/trial/models/ and a function
+`build(config, in_channels, num_classes, image_size) -> nn.Module` returning the float network),
+its default `base_width`, and whether it takes NiN's `depth`. Adding an architecture is one entry
+here plus its module and its test; the spec, the plan, the store, the measures and the report
+pick it up by name. docs/science.md describes each one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """One registered architecture."""
+
+    name: str
+    module: str  # qgen_sweep.trial.models.<module> holds `build`
+    base_width: int  # channels of the first stage when the config leaves base_width out
+    uses_depth: bool  # True: `depth` is the number of blocks (NiN); else the depth is fixed
+    fusable: bool  # the fused engine (trial/fused.py) can train bundles of it
+    summary: str
+
+
+_ENTRIES = (
+    ArchSpec("nin", "nin", 25, True, True,
+             "Network-in-Network, depth blocks of 3x3/2 conv + two 1x1 convs (reference code)"),
+    ArchSpec("resnet18", "resnet", 16, False, False,
+             "ResNet-18, basic blocks [2, 2, 2, 2], CIFAR stem below 64 px"),
+    ArchSpec("resnet50", "resnet", 16, False, False,
+             "ResNet-50, bottleneck blocks [3, 4, 6, 3], CIFAR stem below 64 px"),
+    ArchSpec("mobilenet_v1", "mobilenet", 32, False, False,
+             "MobileNet-V1, 13 depthwise-separable blocks"),
+    ArchSpec("mobilenet_v2", "mobilenet", 32, False, False,
+             "MobileNet-V2, 17 inverted residual blocks"),
+    ArchSpec("vgg19", "vgg", 64, False, False, "VGG-19 with batch norm, one linear classifier"),
+)
+ARCHS: dict[str, ArchSpec] = {entry.name: entry for entry in _ENTRIES}
+ARCH_NAMES = tuple(ARCHS)
+DEFAULT_ARCH = "nin"  # the paper's main model; left out of the trial id (ids from before stay)
