@@ -62,16 +62,22 @@ def _deep(depth: int) -> str:
 def _mutate(rng: random.Random, raw: dict) -> str | None:
     """Break one rule of `raw` in place; return replacement TOML text for text-level breaks."""
     choice = rng.randrange(9)
+    if choice in (4, 5) and not isinstance(raw.get("grid"), dict):  # made a non-table before
+        raw["grid"] = {}
     sections = {"train": CONFIG_FIELDS, "runtime": RUNTIME_FIELDS, "resources": RESOURCE_FIELDS}
     if choice <= 2:  # a wrong value for a real field
         section = rng.choice(list(sections))
         fields = {k: v for k, v in sections[section].items()
                   if not (section == "train" and k in raw.get("grid", {}))}
         name = rng.choice(sorted(fields))
-        raw.setdefault(section, {})[name] = _bad_value(rng, fields[name], name)
+        if not isinstance(raw.get(section), dict):  # an earlier mutation made it a non-table
+            raw[section] = {}
+        raw[section][name] = _bad_value(rng, fields[name], name)
     elif choice == 3:  # an unknown key somewhere
         where = rng.choice([None, "grid", "train", "runtime", "resources"])
-        (raw if where is None else raw.setdefault(where, {}))[_word(rng)] = 1
+        if where is not None and not isinstance(raw.get(where), dict):
+            raw[where] = {}
+        (raw if where is None else raw[where])[_word(rng)] = 1
     elif choice == 4:  # a broken axis
         axis = rng.choice(["bits", "optimizer", "width"])
         good = SMOKE["grid"][axis]
