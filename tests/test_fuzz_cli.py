@@ -159,9 +159,13 @@ FAILING_READS = [
     "SELECT * FROM '{store}/plan.parquet'", "SELECT * FROM glob('/*')",
     "SELECT * FROM read_text('/etc/hostname')", "SELECT getenv('HOME')", "SELECT nope FROM trials",
     "SELECT * FROM no_such_view", "SELECT 'a'::INTEGER", "SELECT error('boom')",
-    "SELECT sum(bits) FROM trials GROUP BY nope",
+    "SELECT sum(bits) FROM trials GROUP BY nope", "SELECT 'caf\udce9'",
+    "SELECT 1\x00; DELETE FROM raw_trials",
 ]
-BREAKERS = [")", "(", "'", " WHERE", ",", " FROM", " JOIN", " AND", " ORDER BY", " = "]
+# Each makes "SELECT bits FROM trials<breaker>" a syntax error (a trailing comma does not:
+# DuckDB accepts it).
+BREAKERS = [")", "(", "'", " WHERE", " FROM", " JOIN", " AND", " ORDER BY", " = ", " LIMIT",
+            " GROUP BY", " UNION"]
 
 
 def _decorate(rng: random.Random, sql: str) -> str:
@@ -204,7 +208,7 @@ def bad_where(rng: random.Random, n: int, store: Path) -> Iterator[str]:
         "EXISTS (WITH d AS (DELETE FROM raw_trials RETURNING *) SELECT 1 FROM d)",
         "bitz = 2", "bits = 'two'", "count(*) > 1", "bits = 2, lr = 0.1", "SELECT 1", "(",
         "bits IN (", "row_number() OVER () = 1", "nope(bits)", "bits = 2 AND",
-        "getenv('HOME') = ''",
+        "getenv('HOME') = ''", "bits = 2\x00 OR TRUE", "optimizer = 'caf\udce9'",
     ]
     for _ in range(n):
         yield _decorate(rng, rng.choice(cases))

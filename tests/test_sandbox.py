@@ -135,3 +135,24 @@ def test_output_rows_are_capped_by_default_and_by_limit(known):
     assert len(everything.stdout.splitlines()) == 1 + 1500 and "--limit" not in everything.stderr
     five = run_cli("query", "--results-dir", str(known), sql, "--format", "json", "--limit", "5")
     assert five.stdout.count('"i"') == 5
+
+
+@pytest.mark.parametrize("sql", ["SELECT 'caf\udce9'", "SELECT 1\x00; DELETE FROM raw_trials"])
+def test_text_duckdb_would_misread_is_refused(known, sql):
+    result = run_cli("query", "--results-dir", str(known), sql)
+    assert result.code == 2 and not result.crashed, result.stderr
+    assert "not SQL text" in result.stderr
+    where = run_cli("measure", "known", "--results-dir", str(known), "--backend", "local",
+                    "--where", "bits = 2\x00 OR TRUE")
+    assert where.code == 2 and "not SQL text" in where.stderr
+    assert not (known / "measure_failures").exists()  # nothing ran
+
+
+def test_an_output_path_that_cannot_be_written_is_a_usage_error(known, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    for output in (tmp_path / "missing" / "x.csv", tmp_path / "a-file" / "x.csv"):
+        for fmt in ("csv", "parquet"):
+            result = run_cli("query", "--results-dir", str(known), "SELECT 1 AS x",
+                             "--format", fmt, "--output", str(output))
+            assert result.code == 2 and not result.crashed, result.stderr
+            assert "--output" in result.stderr and len(result.error_lines) == 1

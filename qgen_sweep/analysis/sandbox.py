@@ -126,7 +126,17 @@ def _refuse(what: str) -> UsageError:
     )
 
 
+def check_text(text: str, what: str) -> None:
+    """A UsageError for text DuckDB would misread: NUL (it ends the C string there, silently
+    dropping the rest) or lone surrogates (not Unicode: bytes that were not UTF-8)."""
+    bad = [ch for ch in text if ch == "\x00" or 0xD800 <= ord(ch) <= 0xDFFF]
+    if bad:
+        raise UsageError(f"{what} holds U+{ord(bad[0]):04X}, which is not SQL text (a NUL byte, "
+                         "or bytes that were not UTF-8); remove it")
+
+
 def _extract(sql: str) -> list[Any]:
+    check_text(sql, "the query")
     try:
         return duckdb.extract_statements(sql)
     except duckdb.Error as error:
@@ -158,6 +168,7 @@ def read_only_statement(sql: str) -> str:
 def where_expression(where: str, flag: str = "--where") -> duckdb.Expression:
     """`where` parsed by DuckDB as exactly one read-only expression (UsageError otherwise)."""
     example = '(e.g. "bits = 2 AND optimizer = \'sgd\'")'
+    check_text(where, flag)
     try:
         expression = duckdb.SQLExpression(where)
     except (duckdb.Error, ValueError) as error:

@@ -98,6 +98,9 @@ def _check_output(output: Path | None, fmt: str, results_dir: Path) -> None:
         raise UsageError("--format parquet writes a file: add --output FILE.parquet")
     if output is None:
         return
+    if not output.parent.is_dir() or output.is_dir():
+        raise UsageError(f"--output {output} must be a file in an existing folder; create "
+                         f"{output.parent} first, or pick another path")
     inside = output.resolve().is_relative_to(results_dir.resolve())
     if inside:
         raise UsageError(
@@ -118,14 +121,19 @@ def _split_args(args: tuple[str, ...], schema: bool) -> tuple[str | None, str | 
 
 
 def _write(text_or_table: Any, fmt: str, output: Path | None) -> None:
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(text_or_table, output)
-    elif output is not None:
-        output.write_text(text_or_table)
-    else:
+    if output is None:
         click.echo(text_or_table, nl=False)
+        return
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(text_or_table, output)
+        else:
+            output.write_text(text_or_table, encoding="utf-8")
+    except OSError as error:  # pyarrow's file errors are OSErrors too
+        raise UsageError(f"--output {output} cannot be written ({error.strerror or error}); "
+                         "pick a writable file path") from None
 
 
 @click.command("query")
