@@ -10,6 +10,7 @@ import pytest
 from cli_helpers import run_cli, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_analysis import build_known_store
 
 from qgen_sweep.backends.launcher import saved_spec, write_plan
 from qgen_sweep.plan import plan
@@ -163,6 +164,10 @@ def test_valid_devices_pass_validation():
         assert result.code == 0, (device, result.stderr)
 
 
-def test_measure_refuses_a_bad_device_before_any_work(tmp_path):
-    _one_line_usage_error(run_cli("measure", "smoke", "--results-dir", str(tmp_path),
-                                  "--device", "cuda:abc"), "--device")
+def test_measure_refuses_a_bad_device_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("QGEN_SWEEP_CACHE_DIR", str(tmp_path / "cache"))
+    build_known_store(tmp_path / "known", sweep="known")
+    before = snapshot(tmp_path / "known")
+    _one_line_usage_error(run_cli("measure", "known", "--results-dir", str(tmp_path / "known"),
+                                  "--backend", "local", "--device", "cuda:abc"), "--device")
+    assert snapshot(tmp_path / "known") == before

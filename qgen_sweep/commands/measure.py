@@ -142,6 +142,7 @@ def measure_command(sweep: str, results_dir: Path | None, only: str | None, wher
     from qgen_sweep.store import ResultsStore, SweepLock
 
     families = _families(only)
+    _check_device(device)
     root = _results_dir(sweep, results_dir).resolve()  # Ray workers may run elsewhere
     if not root.is_dir():  # checked before the lock, which would create the directory
         raise no_finished_trials(root, sweep)
@@ -150,6 +151,14 @@ def measure_command(sweep: str, results_dir: Path | None, only: str | None, wher
     eligible_trials(ResultsStore(root), where)  # a bad --where is refused before the lock is made
     with SweepLock(root, "measure", name="measure"):
         _measure(sweep, root, families, where, settings, backend, address, cpu, gpu, as_json)
+
+
+def _check_device(device: str | None) -> None:
+    from qgen_sweep.spec import valid_device
+
+    if device is not None and not valid_device(device):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N (N = 0, 1, ...), but got "
+                         f"{device!r}")
 
 
 def _measure(sweep: str, root: Path, families: tuple[str, ...], where: str | None,
