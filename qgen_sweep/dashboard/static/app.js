@@ -212,7 +212,8 @@ function renderMeasures() {
 
 function renderParallel() {
   const finished = state.trials.filter((t) => t.gap !== null);
-  const levels = (key) => [...new Set(finished.map((t) => t[key]))].sort((a, b) => a - b);
+  // Category axes take strings (a number would be read as an index into the categories).
+  const levels = (key) => [...new Set(finished.map((t) => t[key]))].sort((a, b) => a - b).map(String);
   const categorical = { optimizer: [...new Set(finished.map((t) => t.optimizer))].sort(),
                         bits: [...new Set(finished.map((t) => t.precision))].sort(byPrecision),
                         depth: levels("depth"), width: levels("width") };
@@ -221,7 +222,7 @@ function renderParallel() {
   const parallelAxis = dims.map((d, i) => (d in categorical
     ? { dim: i, name: names[d] || d, type: "category", data: categorical[d] }
     : { dim: i, name: names[d] || d, type: d === "lr" ? "log" : "value", scale: true }));
-  const value = (t, d) => (d === "bits" ? t.precision : t[d]);
+  const value = (t, d) => (d === "bits" ? t.precision : d in categorical ? String(t[d]) : t[d]);
   const precisions = [...new Set(finished.map((t) => t.precision))].sort(byPrecision);
   chart("parallel-chart").setOption({
     animation: false, legend: { top: 0 },
