@@ -15,7 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from qgen_sweep.store import ResultsStore, SweepStatus, read_attempts, sweep_status
+from qgen_sweep.errors import StoreError
+from qgen_sweep.store import (
+    ResultsStore,
+    SweepStatus,
+    lock_holder,
+    read_attempts,
+    sweep_status,
+)
 
 
 @dataclass
@@ -30,12 +37,17 @@ class Snapshot:
         return self.status.missing == 0 and self.status.totals["planned"] > 0
 
 
-def running_ids(store: ResultsStore, status: SweepStatus) -> list[str]:
-    """Trials a running launch is working on: started (attempts log), no final row, and their
-    latest attempt has no failure row yet. Empty when no launch holds the sweep lock."""
-    if status.locked_by is None:
+def running_ids(store: ResultsStore, locked_by: dict[str, Any] | None) -> list[str]:
+    """Trials a running launch is working on: started (attempts log), no final file, and their
+    latest attempt has no failure row yet. Empty when no launch holds the sweep lock. Cheap
+    enough to call every few seconds on a 2,000-trial store: it lists folders and reads the
+    plan and the unfinished trials' attempts logs, never the trial files."""
+    if locked_by is None:
         return []
-    finished = store.finished_ids()
+    try:
+        planned = store.planned_bits()
+    except StoreError:  # no plan yet: nothing to name
+        return []
     failed_attempts: dict[str, int] = {}
     for path in store.files("failures"):  # failures/<trial_id>-<attempt>.parquet
         trial_id, _, attempt = path.stem.rpartition("-")
@@ -43,7 +55,8 @@ def running_ids(store: ResultsStore, status: SweepStatus) -> list[str]:
             failed_attempts[trial_id] = max(failed_attempts.get(trial_id, 0), int(attempt))
     folder = store.root / "checkpoints"
     started = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-    return [tid for tid in started if tid not in finished
+    return [tid for tid in started if tid in planned
+            and not store.path("trials", tid, planned[tid]).exists()
             and len(read_attempts(store, tid)) > failed_attempts.get(tid, 0)]
 
 
@@ -58,7 +71,12 @@ class StatusWatch:
 
     def snapshot(self) -> Snapshot:
         status = sweep_status(self.store)
-        return Snapshot(status, self._trials.rows(running_ids(self.store, status)))
+        return Snapshot(status, self._trials.rows(running_ids(self.store, status.locked_by)))
+
+    def running(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """(who holds the sweep lock, the running trials' rows), without the full status."""
+        holder = lock_holder(self.store.root)
+        return holder, self._trials.rows(running_ids(self.store, holder))
 
 
 def summary_line(snapshot: Snapshot, elapsed: float) -> str:

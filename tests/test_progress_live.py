@@ -62,7 +62,30 @@ def test_launch_on_a_terminal_redraws_a_ticking_clock_and_the_running_trials(tmp
     assert any("1/1 finished (1 done, 0 diverged this run)" in line for line in lines)
 
 
+def _events(folder: Path) -> list:
+    """Every TensorBoard event in `folder`'s event files (TFRecord framing: length, crc,
+    payload, crc), parsed with tensorboardX's protobuf classes."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    events = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data, at = path.read_bytes(), 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at:at + 8])
+            events.append(event_pb2.Event.FromString(data[at + 12:at + 12 + length]))
+            at += 12 + length + 4
+    return events
+
+
+def _scalars(folder: Path, tag: str) -> dict[int, float]:
+    return {e.step: v.simple_value for e in _events(folder) for v in e.summary.value
+            if v.tag == tag}
+
+
 def test_launch_into_a_pipe_prints_heartbeats_and_failures_at_once(tmp_path, env):
+    """...and `--log tensorboard` writes each epoch's scalars and the trial's HParams row."""
     results = tmp_path / "one"
     spec = load_spec("smoke", [ONE[i + 1] for i in range(0, len(ONE), 2)])
     (trial,) = plan(spec)
@@ -70,7 +93,8 @@ def test_launch_into_a_pipe_prints_heartbeats_and_failures_at_once(tmp_path, env
         {"trial_id": trial.trial_id, "epoch": 2, "times": 1, "action": "raise"}])
     result = subprocess.run(
         [EXE, "launch", "smoke", "--results-dir", str(results), "--backend", "local",
-         "--progress-interval", "0.5", *ONE], capture_output=True, text=True, timeout=300,
+         "--progress-interval", "0.5", "--log", "tensorboard", *ONE], capture_output=True,
+        text=True, timeout=300,
         env=env | {"QGEN_FAULT_INJECTION": str(faults)})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert not ANSI.search(result.stdout)  # plain lines in a log
@@ -82,6 +106,16 @@ def test_launch_into_a_pipe_prints_heartbeats_and_failures_at_once(tmp_path, env
              if ln.startswith(f"trial {trial.trial_id} attempt failed, retrying: InjectedFault")]
     final = [i for i, ln in enumerate(lines) if "1/1 finished (1 done" in ln]
     assert retry and final and retry[0] < final[0]  # the failure showed while it ran
+    store = ResultsStore(results)
+    epochs = store.epochs(trial.trial_id, 4)
+    logged = _scalars(results / "tensorboard" / trial.trial_id, "loss/train")
+    assert logged == pytest.approx({r["epoch"]: r["train_loss"] for r in epochs})  # 1..4
+    final_row = store.final_row(trial.trial_id, 4)
+    hparams = results / "tensorboard" / trial.trial_id / "hparams"
+    assert _scalars(hparams, "hparam/test_acc") == pytest.approx({0: 100 * final_row["test_acc"]})
+    plugins = {v.metadata.plugin_data.plugin_name for e in _events(hparams)
+               for v in e.summary.value}
+    assert "hparams" in plugins
 
 
 def test_status_watch_follows_a_launch_until_it_stops(tmp_path, env):

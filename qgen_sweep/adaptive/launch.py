@@ -136,7 +136,7 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
     ctx = RunContext(
         store_root=str(store.root.resolve()), sweep=spec.name,
         runtime=dataclasses.asdict(spec.runtime), provenance=provenance(), trial_fn=trial_fn,
-        fault_file=os.environ.get(FAULT_ENV) or None,
+        fault_file=os.environ.get(FAULT_ENV) or None, loggers=options.loggers,
     )
     progress.watch(store.root)  # trials are suggested as it goes: configs from plan.parquet
     with progress:

@@ -22,6 +22,7 @@ class RunContext:
     provenance: dict[str, Any] = field(default_factory=dict)  # git_rev, versions_json
     trial_fn: str = DEFAULT_TRIAL_FN  # "module:function" with run_trial's signature
     fault_file: str | None = None  # QGEN_FAULT_INJECTION of the driver (tests only)
+    loggers: tuple[str, ...] = ()  # `launch --log`: "tensorboard" (backends/tensorboard.py)
 
 
 @dataclass(frozen=True)

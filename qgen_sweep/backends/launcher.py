@@ -38,6 +38,7 @@ class LaunchOptions:
     trial_fn: str = DEFAULT_TRIAL_FN
     progress_interval: float = 10.0  # seconds between plain progress lines in a batch log
     bundle_size: int | None = None  # --bundle-size: fused engine with this many members
+    loggers: tuple[str, ...] = ()  # --log: opt-in per-epoch loggers ("tensorboard")
 
 
 def default_results_dir(spec: SweepSpec) -> Path:
@@ -129,7 +130,7 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
     ctx = RunContext(
         store_root=str(store.root.resolve()), sweep=spec.name,
         runtime=_runtime_dict(spec), provenance=provenance(), trial_fn=options.trial_fn,
-        fault_file=os.environ.get(FAULT_ENV) or None,
+        fault_file=os.environ.get(FAULT_ENV) or None, loggers=options.loggers,
     )
     tasks = _tasks(spec, options, pending, progress, store.root / "checkpoints")
     progress.watch(store.root, tasks)  # the running-trials table reads their epoch rows

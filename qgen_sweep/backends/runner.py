@@ -49,6 +49,7 @@ def run_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     store.write_epochs(trial_id, bits, [epoch_row(m) for m in result.history])
     row = final_row(task, ctx, config, result, attempts)
     store.write_trial(row)
+    _log_final(ctx, row)
     return {"trial_id": trial_id, "status": result.status, "attempts": len(attempts),
             "seconds": result.seconds, "skipped": False}
 
@@ -59,7 +60,7 @@ def _train(task: dict[str, Any], ctx: RunContext, store: ResultsStore, config: T
     faults = FaultPlan.load(ctx.fault_file)
     if faults is not None:
         faults.check(trial_id, epoch=0)
-    log = _EpochLog(store, trial_id, int(task["bits"]), attempts)
+    log = _EpochLog(store, trial_id, int(task["bits"]), attempts, ctx.loggers)
 
     def on_epoch(metrics: EpochMetrics) -> None:
         log.record(metrics)
@@ -67,7 +68,11 @@ def _train(task: dict[str, Any], ctx: RunContext, store: ResultsStore, config: T
             faults.check(trial_id, epoch=metrics.epoch)
 
     runtime = TrialRuntime(**ctx.runtime)
-    return load_trial_fn(ctx.trial_fn)(config, runtime, store.checkpoint_dir(trial_id), on_epoch)
+    try:
+        return load_trial_fn(ctx.trial_fn)(config, runtime, store.checkpoint_dir(trial_id),
+                                           on_epoch)
+    finally:
+        log.close()
 
 
 def load_trial_fn(path: str) -> Callable[..., TrialResult]:
@@ -78,19 +83,38 @@ def load_trial_fn(path: str) -> Callable[..., TrialResult]:
 
 class _EpochLog:
     """One trial's epoch rows and attempts log, rewritten as each epoch ends (single trials and
-    bundle members alike)."""
+    bundle members alike), and the opt-in loggers' per-epoch records (`launch --log`)."""
 
     def __init__(self, store: ResultsStore, trial_id: str, bits: int,
-                 attempts: list[dict[str, Any]]) -> None:
+                 attempts: list[dict[str, Any]], loggers: tuple[str, ...] = ()) -> None:
         self.store, self.trial_id, self.bits, self.attempts = store, trial_id, bits, attempts
         self.rows = store.epochs(trial_id, bits)
+        self.tensorboard = None
+        if "tensorboard" in loggers:
+            from qgen_sweep.backends.tensorboard import TensorBoardLog
+
+            self.tensorboard = TensorBoardLog(store.root, trial_id)
 
     def record(self, metrics: EpochMetrics) -> None:
         self.rows = [r for r in self.rows if r["epoch"] < metrics.epoch] + [epoch_row(metrics)]
         self.store.write_epochs(self.trial_id, self.bits, self.rows)
+        if self.tensorboard is not None:
+            self.tensorboard.epoch(metrics)
         if self.attempts[-1]["first_epoch"] is None:  # where this attempt started training
             self.attempts[-1]["first_epoch"] = metrics.epoch
             write_attempts(self.store, self.trial_id, self.attempts)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _log_final(ctx: RunContext, row: dict[str, Any]) -> None:
+    """The opt-in loggers' record of a finished trial (TensorBoard's HParams row)."""
+    if "tensorboard" in ctx.loggers:
+        from qgen_sweep.backends.tensorboard import log_final
+
+        log_final(ctx.store_root, row)
 
 
 def _start_attempt(store: ResultsStore, trial_id: str) -> list[dict[str, Any]]:
@@ -150,7 +174,7 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     configs = [TrialConfig.from_dict(m["config"]) for m in todo]
     attempts = {m["trial_id"]: _start_attempt(store, m["trial_id"]) for m in todo}
     bits = {m["trial_id"]: int(m["bits"]) for m in todo}
-    logs = {tid: _EpochLog(store, tid, bits[tid], attempts[tid]) for tid in bits}
+    logs = {tid: _EpochLog(store, tid, bits[tid], attempts[tid], ctx.loggers) for tid in bits}
     faults = FaultPlan.load(ctx.fault_file)  # a fault in any member fails the bundle's attempt
 
     def on_epoch(by_id: dict[str, EpochMetrics]) -> None:
@@ -171,6 +195,9 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
             store.record_failure("trials", m["trial_id"], bits[m["trial_id"]], error,
                                  attempt=len(attempts[m["trial_id"]]))
         raise
+    finally:
+        for log in logs.values():
+            log.close()
     statuses = []
     for m, config, result in zip(todo, configs, results, strict=True):
         store.write_epochs(m["trial_id"], bits[m["trial_id"]],
@@ -179,6 +206,7 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         row["engine"] = "fused"
         row["bundle_id"] = trained_bundle_id(store.root / "checkpoints", config)
         store.write_trial(row)
+        _log_final(ctx, row)
         statuses.append(result.status)
     return {"trial_id": task["trial_id"], "status": "done", "skipped": False,
             "members": len(task["bundle"]), "statuses": statuses}

@@ -98,6 +98,10 @@ _RUN_OPTIONS = [
                  show_default=True,
                  help="In a log (output not a terminal): seconds between heartbeat lines "
                       "(counts, ETA, what the running trials are at); 0 = a line per event."),
+    click.option("--log", "loggers", multiple=True, type=click.Choice(["tensorboard"]),
+                 help="Also log every epoch's metrics and each trial's hyperparameters for "
+                      "TensorBoard, under RESULTS/tensorboard/ (view: tensorboard --logdir "
+                      "RESULTS/tensorboard)."),
 ]
 
 
@@ -114,7 +118,8 @@ def _run_options(function):
 @click.option("--dry-run", is_flag=True, help="Plan and print what would run; write nothing.")
 def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | None,
                    address: str | None, max_concurrent: int | None, backend: str,
-                   bundle_size: int | None, progress_interval: float, dry_run: bool) -> None:
+                   bundle_size: int | None, progress_interval: float,
+                   loggers: tuple[str, ...], dry_run: bool) -> None:
     """Run every trial of SWEEP that has no final result yet (on Ray by default)."""
     spec = _load(sweep, overrides)
     results_dir = _results_dir(spec, results_dir)
@@ -122,7 +127,7 @@ def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | N
         _dry_run(spec, results_dir)
         return
     _run(spec, results_dir, address, max_concurrent, backend, f"launch {spec.name}",
-         bundle_size, progress_interval)
+         bundle_size, progress_interval, loggers)
 
 
 @click.command("resume")
@@ -130,14 +135,14 @@ def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | N
 @_run_options
 def resume_command(sweep: str, results_dir: Path | None, address: str | None,
                    max_concurrent: int | None, backend: str, bundle_size: int | None,
-                   progress_interval: float) -> None:
+                   progress_interval: float, loggers: tuple[str, ...]) -> None:
     """Retry failed trials and continue interrupted ones from their checkpoints."""
     from qgen_sweep.backends.launcher import saved_spec
 
     results_dir = results_dir if results_dir is not None else _default_dir(sweep)
     spec = saved_spec(results_dir)
     _run(spec, results_dir, address, max_concurrent, backend, f"resume {spec.name}",
-         bundle_size, progress_interval)
+         bundle_size, progress_interval, loggers)
 
 
 def _default_dir(sweep: str) -> Path:
@@ -149,12 +154,14 @@ def _default_dir(sweep: str) -> Path:
 
 
 def _run(spec, results_dir: Path, address, max_concurrent, backend: str, command: str,
-         bundle_size: int | None = None, progress_interval: float = 10.0) -> None:
+         bundle_size: int | None = None, progress_interval: float = 10.0,
+         loggers: tuple[str, ...] = ()) -> None:
     from qgen_sweep.backends.launcher import LaunchOptions, check_complete, run_sweep
 
     options = LaunchOptions(results_dir=results_dir, address=address,
                             max_concurrent=max_concurrent, backend=backend,
-                            bundle_size=bundle_size, progress_interval=progress_interval)
+                            bundle_size=bundle_size, progress_interval=progress_interval,
+                            loggers=tuple(dict.fromkeys(loggers)))
     click.echo(f"{command}: results in {results_dir}")
     if spec.search == "optuna":  # issue 7: Optuna studies instead of the grid
         from qgen_sweep.adaptive.launch import check_complete as check_search

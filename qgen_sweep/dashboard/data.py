@@ -187,10 +187,9 @@ class DashboardData:
     def _running(self) -> list[dict[str, Any]]:
         rows = []
         for store, watch in zip(self.stores, self._watches, strict=True):
-            snapshot = watch.snapshot()
-            rows += [{**r, "sweep": store.sweep,
-                      "launch": (snapshot.status.locked_by or {}).get("command")}
-                     for r in snapshot.running]
+            holder, running = watch.running()
+            rows += [{**r, "sweep": store.sweep, "launch": (holder or {}).get("command")}
+                     for r in running]
         return rows
 
 
