@@ -87,7 +87,8 @@ def test_step_sizes_have_readable_layers_and_the_first_last_note(con):
     assert depth2.get_ylabel() == "learned step size s (weight units)"
     assert depth2.get_yscale() == "log"
     assert "kept at 8 bits in every quantized model (LSQ)" in fig.get_supxlabel()
-    assert [t.get_text() for t in depth2.get_xticklabels()] == ["0.conv", "1.conv", "head.conv"]
+    assert [t.get_text() for t in depth2.get_xticklabels()] == \
+        ["features.0.conv", "features.1.conv", "head.conv"]  # names other than NiN's: as they are
     shaded = [p for p in depth2.patches if p.get_alpha() == pytest.approx(0.15)]
     assert len(shaded) == 2  # the first and the last layer
 
@@ -97,8 +98,21 @@ def test_layer_labels_name_nin_blocks_and_the_head():
     labels = [plots.layer_label(n, i, 7) for i, n in enumerate(names, start=1)]
     assert labels == ["block 1 · 3×3", "block 1 · 1×1 a", "block 1 · 1×1 b", "block 2 · 3×3",
                       "block 2 · 1×1 a", "block 2 · 1×1 b", "head 1×1"]
-    assert plots.layer_label("layer1.0.conv1", 2, 9) == "0.conv1"
-    assert plots.layer_label("stem", 1, 9) == "stem"
+    assert plots.layer_label("layer1.0.conv1", 2, 21) == "layer1.0.conv1"  # ResNet-18
+    assert plots.layer_label("features.3.conv.0", 2, 53) == "3.conv.0"  # MobileNet-V2
+    assert plots.layer_label("fc", 21, 21) == "fc"
+
+
+def test_step_sizes_of_other_architectures_get_a_panel_each():
+    rows = [{"sweep": "s", "bits": 4, "precision": "Int4", "layer": name, "layer_index": k,
+             "step_size_mean": 0.01 * k, "step_size_std": None, "n": 2, "depth": 1,
+             "first_last": "int8", "layers": 30, "arch": "resnet18"}
+            for k, name in enumerate([f"layer{k}.conv" for k in range(1, 31)], start=1)]
+    fig = plots.fig_step_sizes(rows)
+    (ax,) = fig.axes
+    assert ax.get_title() == "resnet18 (n = 2 trials, 2 per precision)"
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[:2] == ["layer1.conv", "layer3.conv"] and len(ticks) == 15  # every 2nd of 30
 
 
 def test_measures_figure_has_a_panel_per_computed_measure_with_n(con):

@@ -46,6 +46,7 @@ MEASURES = (
     ("sharpness_mag_init", "sharpness mag init"),
     ("sharpness_mag_orig", "sharpness mag orig"),
 )
+MAX_LAYER_TICKS = 24  # layer names a step-size panel can show legibly on a 7 in page
 MEASURE_UNIT = "√(bound / m)"  # every Table 3 value is normalised as sqrt(x / m) (science.md)
 
 
@@ -155,24 +156,27 @@ _NIN_POSITIONS = ("3×3", "1×1 a", "1×1 b")  # the three convs of a NiN block 
 def layer_label(name: str, index: int, count: int) -> str:
     """A readable name for quantized layer `index` (1-based) of `count`: NiN's flat module
     names ("layers.3": conv, BN, ReLU per conv) become "block 1 · 1×1 a" / "head 1×1"; other
-    names are kept, shortened to their last two parts."""
+    architectures' module names ("layer1.0.conv1", "fc") are kept, cut to their last three
+    parts."""
     match = _NIN_NAME.match(name)
     if match and int(match.group(1)) % 3 == 0:
         conv = int(match.group(1)) // 3  # 0-based conv number in network order
         if index == count:
             return "head 1×1"
         return f"block {conv // 3 + 1} · {_NIN_POSITIONS[conv % 3]}"
-    parts = name.split(".")
-    return ".".join(parts[-2:]) if len(parts) > 2 else name
+    return ".".join(name.split(".")[-3:])
 
 
 def fig_step_sizes(rows: Rows):
     """Paper Figure 1: mean ± sd learned step size per layer and precision (log scale), one
-    panel per depth; the first and last layer are shaded and the policy is noted."""
-    depths = sorted({r["depth"] for r in rows})
-    fig, axes = style.panels(len(depths), width="page", height_per_row=3.0)
-    for ax, depth in zip(axes, depths, strict=True):
-        _step_panel(ax, [r for r in rows if r["depth"] == depth], depth)
+    panel per architecture and depth; the first and last layer are shaded and the policy is
+    noted."""
+    models = sorted({(r["arch"], r["depth"]) for r in rows})
+    fig, axes = style.panels(len(models), ncols=min(3, len(models)), width="page",
+                             height_per_row=3.0)
+    for ax, (arch, depth) in zip(axes, models, strict=True):
+        name = f"depth {depth}" if arch == "nin" else arch  # other archs fix their own depth
+        _step_panel(ax, [r for r in rows if (r["arch"], r["depth"]) == (arch, depth)], name)
     axes[0].set_ylabel(style.label("learned step size s", "weight units"))
     fig.supxlabel(_first_last_note(rows), fontsize=6, color="#444444")
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper")
@@ -180,7 +184,7 @@ def fig_step_sizes(rows: Rows):
     return fig
 
 
-def _step_panel(ax, rows: Rows, depth: int) -> None:
+def _step_panel(ax, rows: Rows, name: str) -> None:
     count = max(r["layers"] for r in rows)
     names = {r["layer_index"]: r["layer"] for r in rows}
     order = sorted(names)
@@ -196,9 +200,11 @@ def _step_panel(ax, rows: Rows, depth: int) -> None:
                     capsize=2, color=style.color(precision), label=precision)
     ax.set_yscale("log")
     labels = [layer_label(names[i], i, count) for i in order]
-    ax.set_xticks(range(len(order)), labels, rotation=55, ha="right", fontsize=6)
+    every = math.ceil(len(order) / MAX_LAYER_TICKS)  # MobileNet-V2 has 53 quantized layers
+    ax.set_xticks(range(0, len(order), every), labels[::every], rotation=55, ha="right",
+                  fontsize=6)
     ax.set_xlabel("quantized layer, input → output")
-    ax.set_title(_n_title(f"depth {depth}", counts))
+    ax.set_title(_n_title(name, counts))
     for x in (0, len(order) - 1):  # the first and last layer (see the note)
         ax.axvspan(x - 0.4, x + 0.4, color="#999999", alpha=0.15, linewidth=0)
 

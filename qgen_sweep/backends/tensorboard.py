@@ -21,8 +21,8 @@ from qgen_sweep.trial.config import EpochMetrics
 LOGGERS = ("tensorboard",)  # the values `launch --log` takes
 FOLDER = "tensorboard"
 # Hyperparameters shown in the HParams tab (the grid's axes and the training protocol).
-HPARAMS = ("dataset", "bits", "optimizer", "lr", "weight_decay", "depth", "width", "base_width",
-           "epochs", "batch_size", "seed")
+HPARAMS = ("dataset", "arch", "bits", "optimizer", "lr", "weight_decay", "depth", "width",
+           "base_width", "epochs", "batch_size", "seed")
 # Final metrics of a trial (accuracies in percent, losses and gap in nats).
 METRICS = ("train_acc", "test_acc", "train_loss", "test_loss", "gap")
 

@@ -27,7 +27,7 @@ QUERY_TIMEOUT_S = 30.0  # s per dashboard statement (the sandbox interrupts it)
 MAX_TRIALS = 5000  # trial rows for the parallel coordinates and the selector (paper: 1,944)
 MAX_CURVES = 12  # trials whose loss curves one request may ask for
 SUMMARY_KINDS = ("plan", "trials", "failures", "measures")
-AXES = ("optimizer", "lr", "weight_decay", "depth", "width", "bits")  # the grid's axes
+AXES = ("arch", "optimizer", "lr", "weight_decay", "depth", "width", "bits")  # the grid's axes
 _TRIAL_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -240,8 +240,9 @@ ORDER BY sweep, precision_order(bits)
 
 # One row per planned trial (finished or not): the axes, its state and, when finished, the gap.
 _TRIALS_SQL = """
-SELECT p.sweep, p.trial_id, p.bits, p.precision, p.optimizer, p.lr, p.weight_decay, p.depth,
-       p.width, p.state, t.gap, 100 * t.test_acc AS test_acc, t.train_loss, t.test_loss
+SELECT p.sweep, p.trial_id, coalesce(json_extract_string(p.config_json, '$.arch'), 'nin') AS arch,
+       p.bits, p.precision, p.optimizer, p.lr, p.weight_decay, p.depth, p.width, p.state, t.gap,
+       100 * t.test_acc AS test_acc, t.train_loss, t.test_loss
 FROM plan AS p
 LEFT JOIN trials AS t ON t.sweep = p.sweep AND t.trial_id = p.trial_id
 ORDER BY p.sweep, precision_order(p.bits), p.position

@@ -214,7 +214,8 @@ function renderParallel() {
   const finished = state.trials.filter((t) => t.gap !== null);
   // Category axes take strings (a number would be read as an index into the categories).
   const levels = (key) => [...new Set(finished.map((t) => t[key]))].sort((a, b) => a - b).map(String);
-  const categorical = { optimizer: [...new Set(finished.map((t) => t.optimizer))].sort(),
+  const categorical = { arch: [...new Set(finished.map((t) => t.arch))].sort(),
+                        optimizer: [...new Set(finished.map((t) => t.optimizer))].sort(),
                         bits: [...new Set(finished.map((t) => t.precision))].sort(byPrecision),
                         depth: levels("depth"), width: levels("width") };
   const dims = [...state.axes, "gap", "test_acc"];
