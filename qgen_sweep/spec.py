@@ -88,9 +88,10 @@ AXIS_FIELDS = tuple(k for k in CONFIG_FIELDS if k != "milestones")
 AXIS_ORDER = (
     "dataset", "arch", "optimizer", "lr", "weight_decay", "depth", "width", "base_width", "epochs",
     "batch_size", "gamma", "momentum", "seed", "augment", "first_last", "step_size_lr_scale",
-    "amp", "bits",
+    "amp", "resolution", "pretrained", "bin_regularizer", "bits",
 )
-_NONNEG = {"weight_decay", "momentum"}  # may be 0; other numbers must be > 0 (seed: any int)
+# may be 0; other numbers must be > 0 (seed: any int)
+_NONNEG = {"weight_decay", "momentum", "bin_regularizer"}
 # Integer ranges: what the Parquet columns hold (store.CONFIG_COLUMNS: seed is int64, the other
 # integer config columns int32); tests/test_spec_hardening.py checks these against the schema.
 INT32_MAX = 2**31 - 1

@@ -43,6 +43,9 @@ def _count(config: TrialConfig, channels: int, classes: int, size: int) -> int:
     ("mobilenet_v2", 32, 1000, 224, 3_504_872),  # torchvision mobilenet_v2
     ("mobilenet_v2", 32, 10, 32, 2_236_682),
     ("vgg19", 64, 10, 32, 20_040_522),
+    ("deit_t", 192, 1000, 224, 5_717_416),  # DeiT paper: DeiT-Ti 5.7M
+    ("deit_t", 192, 10, 32, 5_362_762),  # patch 4 below 64 px: 65 position embeddings
+    ("swin_t", 96, 1000, 224, 28_288_354),  # torchvision swin_t: 28.3M
 ])
 def test_parameter_counts_are_pinned(arch: str, base_width: int, classes: int, size: int,
                                      expected: int) -> None:

@@ -19,7 +19,13 @@ from qgen_sweep.errors import UsageError
 from qgen_sweep.trial.archs import ARCH_NAMES, ARCHS, DEFAULT_ARCH
 
 # name -> (in_channels, image_size, num_classes)
-DATASET_SHAPES = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "digits": (1, 8, 10)}
+# imagenet: ImageNet-1K in the ImageFolder layout, streamed (trial/stream.py); 224 px is the
+# training resolution of torchvision's weights (`resolution` changes it), its classes are the
+# class folders found (1000 for ImageNet-1K).
+DATASET_SHAPES = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "digits": (1, 8, 10),
+                  "imagenet": (3, 224, 1000)}
+RESIZED_DATASETS = ("imagenet",)  # images are resized to the model: `resolution` may be set
+PRETRAINED_SOURCES = ("", "torchvision")  # or a path to a weight file
 DATASETS = tuple(DATASET_SHAPES)
 BITS = (2, 4, 8, 32)  # 32 = full precision: no quantizer at all
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -28,6 +34,10 @@ AMP_MODES = ("none", "bf16")  # bf16 autocast (GPU only); quantizer math stays f
 AUGMENTATIONS = ("none", "crop-flip")  # science.md: reference code trains without augmentation
 NOISE_CONVENTIONS = ("reference", "jiang")
 NUM_CLASSES = {name: shape[2] for name, shape in DATASET_SHAPES.items()}  # chance = 1 / classes
+MIN_RESOLUTION = 8  # pixels: the smallest image the registered models take
+# Fields added after results existed, with the default at which to_dict leaves them out.
+LATER_FIELDS: dict[str, Any] = {"arch": DEFAULT_ARCH, "resolution": 0, "pretrained": "",
+                                "bin_regularizer": 0.0}
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,15 @@ class TrialConfig:
     step_size_lr_scale: float = 1.0
     amp: str = "none"
     arch: str = DEFAULT_ARCH  # a registered architecture (qgen_sweep/trial/archs.py)
+    # Side of the square training images in pixels (imagenet only); 0 = the dataset's (224).
+    resolution: int = 0
+    # Start from trained weights: "" = from scratch (the seed's init), "torchvision" = torchvision's
+    # ImageNet-1K weights of the arch (archs.py names them), or a path to a weight file (a
+    # state_dict, a {"model": state_dict} checkpoint, or for deit_t the DeiT release's format).
+    pretrained: str = ""
+    # VVTQ's oscillation-aware bin regularizer (Huang, Shen & Cheng 2023), its weight lambda;
+    # 0 = off (plain LSQ). trial/vvtq.py.
+    bin_regularizer: float = 0.0
     # The engine drops the ragged last batch (static shapes): an epoch = floor(n / batch) steps.
 
     def __post_init__(self) -> None:
@@ -72,7 +91,10 @@ class TrialConfig:
         if entry is None:
             return  # problems() names the bad arch
         if self.base_width == 0:
-            object.__setattr__(self, "base_width", entry.base_width)
+            # ImageNet and pretrained starts use torchvision's widths (their weights fix them)
+            imagenet_layout = self.dataset == "imagenet" or bool(self.pretrained)
+            object.__setattr__(self, "base_width",
+                               entry.imagenet_base_width if imagenet_layout else entry.base_width)
         if not entry.uses_depth:
             # The arch fixes its depth; a depth given for NiN in a mixed grid does not apply.
             object.__setattr__(self, "depth", 1)
@@ -107,6 +129,8 @@ class TrialConfig:
         positive("gamma", self.gamma)
         positive("momentum", self.momentum, allow_zero=True)
         positive("step_size_lr_scale", self.step_size_lr_scale)
+        positive("bin_regularizer", self.bin_regularizer, allow_zero=True)
+        out += self._imagenet_problems()
         for name in ("depth", "width", "base_width", "epochs", "batch_size"):
             value = getattr(self, name)
             if name in ("depth", "width") and value == 0:
@@ -123,16 +147,48 @@ class TrialConfig:
             out.append(f"seed must be an integer, but got {self.seed!r}")
         return out
 
+    def _imagenet_problems(self) -> list[str]:
+        """Rules of resolution, pretrained starts and the bin regularizer."""
+        out: list[str] = []
+        res = self.resolution
+        if not isinstance(res, int) or isinstance(res, bool) or res < 0:
+            out.append(f"resolution must be an integer >= 0 (0 = the dataset's), but got {res!r}")
+        elif res and self.dataset not in RESIZED_DATASETS:
+            out.append(f"resolution applies to {', '.join(RESIZED_DATASETS)} (images resized to "
+                       f"the model), but {self.dataset} is fixed at its own size; leave it out")
+        elif res and res < MIN_RESOLUTION:
+            out.append(f"resolution must be >= {MIN_RESOLUTION} pixels, but got {res}")
+        if not isinstance(self.pretrained, str):
+            out.append(f"pretrained must be \"\", \"torchvision\" or a weight file path, but got "
+                       f"{self.pretrained!r}")
+            return out
+        entry = ARCHS.get(self.arch)
+        if self.pretrained == "torchvision" and entry is not None and not entry.torchvision:
+            have = ", ".join(a.name for a in ARCHS.values() if a.torchvision)
+            out.append(f"pretrained = \"torchvision\": torchvision has ImageNet weights for "
+                       f"{have}, not {self.arch}; give a weight file path instead")
+        if self.pretrained and entry is not None and (
+                self.base_width != entry.imagenet_base_width or self.width != 1):
+            out.append(f"pretrained weights fix {self.arch}'s layout: base_width must be "
+                       f"{entry.imagenet_base_width} and width 1, but got base_width "
+                       f"{self.base_width}, width {self.width}; leave them out")
+        if self.bin_regularizer and self.bits == 32:
+            out.append("bin_regularizer penalises weights around quantization bins: it needs "
+                       "bits 2, 4 or 8, but bits is 32; leave it out for FP32 trials")
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists), the canonical form stored with every result.
 
-        `arch` is left out when it is the default (nin), so the configs, checkpoints and trial
-        ids written before architectures were an axis stay those of the same trials.
+        Fields added after results existed (`arch`, `resolution`, `pretrained`,
+        `bin_regularizer`) are left out at their defaults, so the configs, checkpoints and
+        trial ids written before them stay those of the same trials.
         """
         data = dataclasses.asdict(self)
         data["milestones"] = list(self.milestones)
-        if data["arch"] == DEFAULT_ARCH:
-            del data["arch"]
+        for name, default in LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod
@@ -164,8 +220,8 @@ class TrialConfig:
 
     @property
     def image_size(self) -> int:
-        """Side of the dataset's square images in pixels."""
-        return DATASET_SHAPES[self.dataset][1]
+        """Side of the square images the model sees, in pixels."""
+        return self.resolution or DATASET_SHAPES[self.dataset][1]
 
     @property
     def in_channels(self) -> int:

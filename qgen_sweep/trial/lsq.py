@@ -40,8 +40,10 @@ def gradient_scale(num_weights: int, qp: int) -> float:
 
 
 def initial_step_size(weight: Tensor, qp: int) -> Tensor:
-    """LSQ initialisation s0 = 2 * mean(|w|) / sqrt(Qp), as a 0-dim fp32 tensor."""
-    return (2.0 * weight.detach().float().abs().mean() / math.sqrt(qp)).reshape(())
+    """LSQ initialisation s0 = 2 * mean(|w|) / sqrt(Qp), as a 0-dim fp32 tensor (at least
+    MIN_STEP_SIZE: an all-zero layer, e.g. a zero-initialised head, would divide by zero)."""
+    s0 = 2.0 * weight.detach().float().abs().mean() / math.sqrt(qp)
+    return s0.clamp_min(MIN_STEP_SIZE).reshape(())
 
 
 class LSQQuantize(torch.autograd.Function):
@@ -140,6 +142,13 @@ class LSQLinear(LSQWeight, nn.Linear):
 
 
 _LSQ_OF = {nn.Conv2d: LSQConv2d, nn.Linear: LSQLinear}
+
+
+def effective_weight(layer: nn.Module) -> Tensor:
+    """The weight `layer` computes with: q * s for an LSQ layer, else its float weight. Modules
+    that hand a sub-layer's weight to a functional op instead of calling the sub-layer (Swin's
+    window attention) read it through this, so LSQ wrapping reaches them too."""
+    return layer.quantized_weight() if isinstance(layer, LSQWeight) else layer.weight
 
 
 def weight_layers(model: nn.Module) -> list[nn.Module]:

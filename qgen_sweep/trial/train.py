@@ -120,7 +120,8 @@ def load_model(
     _check_config(payload, config, path)
     info = DatasetInfo(**{**payload["dataset"], "mean": tuple(payload["dataset"]["mean"]),
                           "std": tuple(payload["dataset"]["std"])})
-    model = build_model(config, info.in_channels, info.num_classes, info.image_size).to(device)
+    model = build_model(config, info.in_channels, info.num_classes, info.image_size,
+                        pretrained=False).to(device)
     model.load_state_dict(payload["model"])
     model.eval()
     return model, info
@@ -272,8 +273,13 @@ class _TrainState:
         with self._autocast():
             logits = self.forward(x)
         loss = F.cross_entropy(at_least_fp32(logits), y)
+        objective = loss
+        if self.config.bin_regularizer:  # VVTQ's bin regularizer (trial/vvtq.py)
+            from qgen_sweep.trial.vvtq import bin_regularizer
+
+            objective = loss + self.config.bin_regularizer * bin_regularizer(self.model)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         self.optimizer.step()
         if self.step_sizes:  # keep LSQ step sizes positive (science.md)
             with torch.no_grad():

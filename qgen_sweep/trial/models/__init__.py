@@ -19,21 +19,29 @@ from qgen_sweep.trial.lsq import quantize_layers, weight_layers
 
 
 def build_float_model(config: TrialConfig, in_channels: int, num_classes: int,
-                      image_size: int | None = None) -> nn.Module:
-    """The float network of `config.arch` for (in_channels, image_size, image_size) images."""
+                      image_size: int | None = None, pretrained: bool = True) -> nn.Module:
+    """The float network of `config.arch` for (in_channels, image_size, image_size) images,
+    with the weights of `config.pretrained` when it names some (and `pretrained`: a model about
+    to load a checkpoint of its own does not need them)."""
     entry = ARCHS.get(config.arch)
     if entry is None:
         raise UsageError(f"arch must be one of {', '.join(ARCHS)}, but got {config.arch!r}")
     module = importlib.import_module(f"qgen_sweep.trial.models.{entry.module}")
     size = config.image_size if image_size is None else image_size
-    return module.build(config, in_channels, num_classes, size)
+    model = module.build(config, in_channels, num_classes, size)
+    if pretrained and config.pretrained:
+        from qgen_sweep.trial.pretrained import load_pretrained
+
+        load_pretrained(model, config, size)
+    return model
 
 
 def build_model(config: TrialConfig, in_channels: int, num_classes: int,
-                image_size: int | None = None) -> nn.Module:
-    """The network `config` trains: its arch, LSQ-wrapped at config.bits (none at 32) under
-    config.first_last. `image_size` defaults to the config's dataset's."""
-    model = build_float_model(config, in_channels, num_classes, image_size)
+                image_size: int | None = None, pretrained: bool = True) -> nn.Module:
+    """The network `config` trains: its arch (from its pretrained weights, if any), LSQ-wrapped
+    at config.bits (none at 32) under config.first_last, so step sizes start from the weights
+    the training starts from. `image_size` defaults to the config's."""
+    model = build_float_model(config, in_channels, num_classes, image_size, pretrained)
     return quantize_layers(model, config.bits, config.first_last)
 
 

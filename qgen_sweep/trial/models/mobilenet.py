@@ -117,4 +117,7 @@ def build(config: TrialConfig, in_channels: int, num_classes: int, image_size: i
     """The float MobileNet-V1 / V2 of `config` (config.arch says which)."""
     mult = config.base_width * config.width / 32
     cls = MobileNetV1 if config.arch == "mobilenet_v1" else MobileNetV2
-    return cls(in_channels, num_classes, mult, small=image_size < STEM_MIN_SIZE)
+    # A pretrained start keeps torchvision's strides at any size (the weights do not depend on
+    # them, but the features they were trained to produce do).
+    small = image_size < STEM_MIN_SIZE and not config.pretrained
+    return cls(in_channels, num_classes, mult, small=small)

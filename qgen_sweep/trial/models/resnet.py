@@ -4,7 +4,8 @@ fc, downsample), so torchvision's state_dicts map onto the 224 px variant.
 Stage widths are base x (1, 2, 4, 8) with base = base_width x width (the paper's CIFAR ResNets use
 base_width 16; torchvision's ImageNet ResNets are base 64). Below STEM_MIN_SIZE pixels the stem
 is the CIFAR one (3x3 conv, stride 1, no max-pool: 32 px reaches 4x4 before the pool, digits'
-8 px 1x1); at and above it, the ImageNet stem (7x7 conv stride 2 + 3x3 max-pool stride 2).
+8 px 1x1); at and above it, and for every pretrained start (`config.pretrained`: the weights are
+torchvision's 7x7 conv1), the ImageNet stem (7x7 conv stride 2 + 3x3 max-pool stride 2).
 Init as torchvision: Kaiming-normal convs (fan_out), BN weight 1 and bias 0, default Linear.
 """
 
@@ -110,5 +111,7 @@ def build(config: TrialConfig, in_channels: int, num_classes: int, image_size: i
     """The float ResNet-18 / ResNet-50 of `config` (config.arch says which)."""
     kind, counts = BLOCKS[config.arch]
     block = BasicBlock if kind == "basic" else Bottleneck
+    # A pretrained start keeps torchvision's stem at any size: its weights are a 7x7 conv1.
+    imagenet_stem = image_size >= STEM_MIN_SIZE or bool(config.pretrained)
     return ResNet(block, counts, in_channels, num_classes, config.base_width * config.width,
-                  imagenet_stem=image_size >= STEM_MIN_SIZE)
+                  imagenet_stem=imagenet_stem)
