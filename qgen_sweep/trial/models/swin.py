@@ -9,7 +9,8 @@ reductions, the patch embedding and the head are plain conv / linear layers LSQ 
 
 Width = base_width x width (96 for Swin-T); heads [3, 6, 12, 24] (for a width 3 does not
 divide, tiny test models, [1, 2, 4, 8]). No stochastic depth (torchvision's Swin-T default is
-0.2): the protocol stays deterministic given the data order. Smaller images work: stages pad to the window.
+0.2): the protocol stays deterministic given the data order. Smaller images work: stages pad
+to the window.
 """
 
 from __future__ import annotations
