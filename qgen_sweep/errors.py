@@ -33,3 +33,8 @@ class DataError(UsageError):
 
 class StoreError(QGenError):
     """The results store is missing, locked or inconsistent: exit code 1."""
+
+
+class CheckpointUnreadable(QGenError):
+    """A trial's training-state checkpoint did not load. The engine has moved it aside, so the
+    next attempt starts the trial afresh; the runner records this attempt as a failure row."""

@@ -10,14 +10,18 @@ once, at their first position.
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from qgen_sweep.errors import SpecError, UsageError
 from qgen_sweep.spec import AXIS_ORDER, SweepSpec
-from qgen_sweep.trial.config import TrialConfig
+from qgen_sweep.trial.archs import ARCHS
+from qgen_sweep.trial.config import TrialConfig, bundle_key
 
 
 @dataclass(frozen=True)
@@ -114,3 +118,64 @@ def count_by(trials: list[PlannedTrial], field: str) -> dict[Any, int]:
     """Number of trials per value of a config field, sorted by value."""
     counts = Counter(getattr(t.config, field) for t in trials)
     return dict(sorted(counts.items()))
+
+
+# ---- fused bundles: which trials train together as one network -----------------------------
+
+MEMBERS_FILE = "members.json"  # in checkpoints/bundle-<id>/: member trial ids, training order
+
+
+def fusable(config: TrialConfig) -> bool:
+    """Whether the fused engine can train `config` in a bundle (its arch's registry entry)."""
+    return ARCHS[config.arch].fusable
+
+
+def plan_bundles(
+    configs: Sequence[TrialConfig], bundle_size: int, keep: Sequence[Sequence[str]] = ()
+) -> list[tuple[TrialConfig, ...]]:
+    """Group `configs` into bundles of at most `bundle_size` members that can train together.
+
+    `keep`: member trial ids of interrupted bundles (`interrupted_bundles`). Each one whose
+    members are all in `configs` stays one bundle, whatever `bundle_size` is now, so it continues
+    from its checkpoint instead of starting again; these come first. The other configs are grouped
+    by `bundle_key` (first appearance order), each group is cut into ceil(n / bundle_size) chunks
+    of near-equal size (larger first), in input order. Pass only unfinished trials of fusable
+    archs: the same unfinished set always gives the same bundles (and bundle ids).
+    """
+    if not isinstance(bundle_size, int) or isinstance(bundle_size, bool) or bundle_size < 1:
+        raise UsageError(f"bundle size must be an integer >= 1, but got {bundle_size!r}")
+    by_id = {c.trial_id: c for c in configs}
+    bundles: list[tuple[TrialConfig, ...]] = []
+    for ids in keep:
+        members = tuple(by_id[i] for i in ids if i in by_id)
+        if members and len(members) == len(ids) and len({bundle_key(c) for c in members}) == 1:
+            bundles.append(members)
+            for i in ids:
+                del by_id[i]
+    groups: dict[tuple, list[TrialConfig]] = {}
+    for config in by_id.values():
+        groups.setdefault(bundle_key(config), []).append(config)
+    for members in groups.values():
+        count = math.ceil(len(members) / bundle_size)
+        base, extra = divmod(len(members), count)
+        start = 0
+        for i in range(count):
+            size = base + (1 if i < extra else 0)
+            bundles.append(tuple(members[start : start + size]))
+            start += size
+    return bundles
+
+
+def interrupted_bundles(checkpoint_dir: Path) -> list[tuple[str, ...]]:
+    """Member trial ids (training order) of each bundle under `checkpoint_dir` that has a
+    last.pt and has not ended (no member has a result.json), sorted by bundle folder."""
+    found = []
+    for folder in sorted(Path(checkpoint_dir).glob("bundle-*")):
+        try:
+            ids = tuple(json.loads((folder / MEMBERS_FILE).read_text()))
+        except (OSError, ValueError):
+            continue
+        if (folder / "last.pt").is_file() and ids and not any(
+                (Path(checkpoint_dir) / i / "result.json").is_file() for i in ids):
+            found.append(ids)
+    return found

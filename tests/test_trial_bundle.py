@@ -6,22 +6,13 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import pyarrow as pa
 import pytest
 import torch
 
 from qgen_sweep.errors import UsageError
-from qgen_sweep.store import TRIAL_SCHEMA, rows_to_table
-from qgen_sweep.trial.bundle import (
-    bundle_id,
-    check_bundle,
-    epoch_row_fields,
-    interrupted_bundles,
-    plan_bundles,
-    run_bundle,
-    trial_row_fields,
-)
-from qgen_sweep.trial.config import TrialConfig, TrialRuntime
+from qgen_sweep.plan import interrupted_bundles, plan_bundles
+from qgen_sweep.trial.bundle import check_bundle, run_bundle
+from qgen_sweep.trial.config import TrialConfig, TrialRuntime, bundle_id
 from qgen_sweep.trial.train import load_model, run_trial
 
 torch.set_num_threads(2)
@@ -207,16 +198,3 @@ def test_check_bundle_names_the_differing_field():
         check_bundle([a, dataclasses.replace(b, depth=3)])
     with pytest.raises(UsageError, match="duplicate"):
         check_bundle([a, a])
-
-
-def test_rows_fit_the_store_schema(bundled):
-    configs, results, _ = bundled
-    rows = [trial_row_fields(c, r, bundle_id(configs)) for c, r in zip(configs, results,
-                                                                        strict=True)]
-    table = rows_to_table(rows, TRIAL_SCHEMA)
-    assert table.column("engine").to_pylist() == ["fused"] * len(configs)
-    assert set(table.column("bundle_id").to_pylist()) == {bundle_id(configs)}
-    single = trial_row_fields(configs[0], results[0])
-    assert single["engine"] == "single" and single["bundle_id"] is None
-    epoch = epoch_row_fields(results[0].history[0])
-    assert pa.Table.from_pylist([epoch]).num_rows == 1 and epoch["epoch"] == 1

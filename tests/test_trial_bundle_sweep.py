@@ -60,9 +60,9 @@ def test_resume_with_another_bundle_size_continues_the_interrupted_bundle(tmp_pa
     import dataclasses
 
     from qgen_sweep.backends.launcher import LaunchOptions, run_sweep
-    from qgen_sweep.plan import plan
-    from qgen_sweep.trial.bundle import bundle_id, interrupted_bundles, run_bundle
-    from qgen_sweep.trial.config import TrialRuntime
+    from qgen_sweep.plan import interrupted_bundles, plan
+    from qgen_sweep.trial.bundle import run_bundle
+    from qgen_sweep.trial.config import TrialRuntime, bundle_id
 
     spec = tiny_spec()
     configs = [t.config for t in plan(spec)]

@@ -42,7 +42,7 @@ class HostReadSpy(TorchFunctionMode):
 
 
 def spy_on(monkeypatch, cls, spies: list[HostReadSpy]) -> None:
-    original = cls._step
+    original = cls.train_step
 
     def step(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         with HostReadSpy() as spy:
@@ -50,12 +50,12 @@ def spy_on(monkeypatch, cls, spies: list[HostReadSpy]) -> None:
         spies.append(spy)
         return out
 
-    monkeypatch.setattr(cls, "_step", step)
+    monkeypatch.setattr(cls, "train_step", step)
 
 
 def test_fused_step_reads_nothing_from_the_device(monkeypatch):
     spies: list[HostReadSpy] = []
-    spy_on(monkeypatch, bundle_mod._BundleState, spies)
+    spy_on(monkeypatch, bundle_mod.FusedLearner, spies)
     results = run_bundle(MIXED, CPU, conv_impl="grouped")
     assert all(r.status == "done" for r in results)
     assert len(spies) == 2 * (1437 // 128)  # every step of both epochs ran under the spy
@@ -64,7 +64,7 @@ def test_fused_step_reads_nothing_from_the_device(monkeypatch):
 
 def test_unfused_step_reads_nothing_from_the_device(monkeypatch):
     spies: list[HostReadSpy] = []
-    spy_on(monkeypatch, train_mod._TrainState, spies)
+    spy_on(monkeypatch, train_mod.SingleLearner, spies)
     assert run_trial(BASE, CPU).status == "done"
     assert len(spies) == 2 * (1437 // 128)
     assert [s.calls for s in spies if s.calls] == []

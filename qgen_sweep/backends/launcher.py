@@ -19,7 +19,7 @@ from qgen_sweep.backends.faults import ENV_VAR as FAULT_ENV
 from qgen_sweep.backends.progress import Progress
 from qgen_sweep.backends.runner import task_of
 from qgen_sweep.errors import QGenError, UsageError
-from qgen_sweep.plan import PlannedTrial, plan
+from qgen_sweep.plan import PlannedTrial, fusable, interrupted_bundles, plan, plan_bundles
 from qgen_sweep.provenance import provenance
 from qgen_sweep.spec import SweepSpec, read_spec_text, spec_from_file
 from qgen_sweep.store import ResultsStore, SweepLock
@@ -147,24 +147,33 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
 
 def _tasks(spec: SweepSpec, options: LaunchOptions, pending: list[PlannedTrial],
            progress: Progress, checkpoints: Path) -> list[dict]:
-    """One task per trial, or (engine "fused") one per bundle of unfinished trials (issue 8)."""
+    """One task per trial, or (engine "fused") one per bundle of unfinished trials of a fusable
+    arch; the others stay one task each, with a one-line notice."""
     size = options.bundle_size or spec.resources.bundle_size
+    singles = [task_of(t.trial_id, t.config, t.lr_index) for t in pending
+               if not fusable(t.config)]
     if spec.resources.engine != "fused" and options.bundle_size is None:
         return [task_of(t.trial_id, t.config, t.lr_index) for t in pending]
     from qgen_sweep.backends.runner import bundle_task_of
-    from qgen_sweep.trial.bundle import interrupted_bundles, plan_bundles
 
-    by_id = {t.trial_id: t for t in pending}
+    if singles:
+        archs = sorted({t.config.arch for t in pending if not fusable(t.config)})
+        progress.note(f"fused engine: arch {', '.join(archs)} trains unfused, one trial per "
+                      f"task ({len(singles)} trials); bundles are for nin")
+    fused = [t for t in pending if fusable(t.config)]
+    if not fused:
+        return singles
+    by_id = {t.trial_id: t for t in fused}
     keep = interrupted_bundles(checkpoints)
-    bundles = plan_bundles([t.config for t in pending], size, keep)
-    progress.note(f"fused engine: {len(pending)} trials in {len(bundles)} bundles of up to {size}")
+    bundles = plan_bundles([t.config for t in fused], size, keep)
+    progress.note(f"fused engine: {len(fused)} trials in {len(bundles)} bundles of up to {size}")
     kept = set(keep)
     resumed = sum(1 for b in bundles if tuple(c.trial_id for c in b) in kept)
     if resumed:
         progress.note(f"fused engine: {resumed} interrupted bundle(s) continue from their "
                       "checkpoints with their members as they were")
     return [bundle_task_of([(c.trial_id, c, by_id[c.trial_id].lr_index) for c in b])
-            for b in bundles]
+            for b in bundles] + singles
 
 
 def _runtime_dict(spec: SweepSpec) -> dict:

@@ -19,9 +19,16 @@ from typing import Any
 
 from qgen_sweep.backends import RunContext
 from qgen_sweep.backends.faults import FaultPlan
+from qgen_sweep.errors import CheckpointUnreadable
 from qgen_sweep.provenance import host, now
 from qgen_sweep.store import ResultsStore, config_columns, read_attempts, write_attempts
-from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, TrialRuntime
+from qgen_sweep.trial.config import (
+    EpochMetrics,
+    TrialConfig,
+    TrialResult,
+    TrialRuntime,
+    bundle_id,
+)
 
 
 def task_of(trial_id: str, config: TrialConfig, lr_index: int) -> dict[str, Any]:
@@ -42,16 +49,27 @@ def run_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     config = TrialConfig.from_dict(task["config"])
     attempts = _start_attempt(store, trial_id)
     try:
-        result = _train(task, ctx, store, config, attempts)
-    except Exception as error:
-        store.record_failure("trials", trial_id, bits, error, attempt=len(attempts))
-        raise
+        result = _attempt(task, ctx, store, config, attempts)
+    except CheckpointUnreadable:  # recorded and moved aside: one more attempt, afresh
+        attempts = _start_attempt(store, trial_id)
+        result = _attempt(task, ctx, store, config, attempts)
     store.write_epochs(trial_id, bits, [epoch_row(m) for m in result.history])
     row = final_row(task, ctx, config, result, attempts)
     store.write_trial(row)
     _log_final(ctx, row)
     return {"trial_id": trial_id, "status": result.status, "attempts": len(attempts),
             "seconds": result.seconds, "skipped": False}
+
+
+def _attempt(task: dict[str, Any], ctx: RunContext, store: ResultsStore, config: TrialConfig,
+             attempts: list[dict[str, Any]]) -> TrialResult:
+    """One attempt at training; a failure is recorded as this attempt's row and re-raised."""
+    try:
+        return _train(task, ctx, store, config, attempts)
+    except Exception as error:
+        store.record_failure("trials", task["trial_id"], int(task["bits"]), error,
+                             attempt=len(attempts))
+        raise
 
 
 def _train(task: dict[str, Any], ctx: RunContext, store: ResultsStore, config: TrialConfig,
@@ -155,8 +173,6 @@ def final_row(task: dict[str, Any], ctx: RunContext, config: TrialConfig, result
 
 def bundle_task_of(members: list[tuple[str, TrialConfig, int]]) -> dict[str, Any]:
     """A picklable task for a fused bundle of (trial_id, config, lr_index) members."""
-    from qgen_sweep.trial.bundle import bundle_id
-
     tasks = [task_of(tid, config, lr_index) for tid, config, lr_index in members]
     return {"trial_id": "bundle-" + bundle_id([c for _, c, _ in members]),
             "bits": members[0][1].bits, "bundle": tasks}
@@ -164,7 +180,7 @@ def bundle_task_of(members: list[tuple[str, TrialConfig, int]]) -> dict[str, Any
 
 def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     """Train the unfinished members of a bundle task together; one final row per member."""
-    from qgen_sweep.trial.bundle import run_bundle, trained_bundle_id
+    from qgen_sweep.trial.bundle import trained_bundle_id
 
     store = ResultsStore(ctx.store_root)
     todo = [m for m in task["bundle"] if not store.has("trials", m["trial_id"], m["bits"])]
@@ -173,6 +189,31 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
                 "members": len(task["bundle"])}
     configs = [TrialConfig.from_dict(m["config"]) for m in todo]
     attempts = {m["trial_id"]: _start_attempt(store, m["trial_id"]) for m in todo}
+    try:
+        results = _bundle_attempt(ctx, store, todo, configs, attempts)
+    except CheckpointUnreadable:  # recorded and moved aside: one more attempt, afresh
+        attempts = {m["trial_id"]: _start_attempt(store, m["trial_id"]) for m in todo}
+        results = _bundle_attempt(ctx, store, todo, configs, attempts)
+    statuses = []
+    for m, config, result in zip(todo, configs, results, strict=True):
+        store.write_epochs(m["trial_id"], int(m["bits"]),
+                           [epoch_row(e) for e in result.history])
+        row = final_row(m, ctx, config, result, attempts[m["trial_id"]])
+        row["engine"] = "fused"
+        row["bundle_id"] = trained_bundle_id(store.root / "checkpoints", config)
+        store.write_trial(row)
+        _log_final(ctx, row)
+        statuses.append(result.status)
+    return {"trial_id": task["trial_id"], "status": "done", "skipped": False,
+            "members": len(task["bundle"]), "statuses": statuses}
+
+
+def _bundle_attempt(ctx: RunContext, store: ResultsStore, todo: list[dict[str, Any]],
+                    configs: list[TrialConfig],
+                    attempts: dict[str, list[dict[str, Any]]]) -> list[TrialResult]:
+    """One attempt at a bundle; a failure is a row for every member, then re-raised."""
+    from qgen_sweep.trial.bundle import run_bundle
+
     bits = {m["trial_id"]: int(m["bits"]) for m in todo}
     logs = {tid: _EpochLog(store, tid, bits[tid], attempts[tid], ctx.loggers) for tid in bits}
     faults = FaultPlan.load(ctx.fault_file)  # a fault in any member fails the bundle's attempt
@@ -189,7 +230,7 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         if faults is not None:
             for m in todo:
                 faults.check(m["trial_id"], epoch=0)
-        results = run_bundle(configs, runtime, store.root / "checkpoints", on_epoch)
+        return run_bundle(configs, runtime, store.root / "checkpoints", on_epoch)
     except Exception as error:
         for m in todo:
             store.record_failure("trials", m["trial_id"], bits[m["trial_id"]], error,
@@ -198,15 +239,3 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     finally:
         for log in logs.values():
             log.close()
-    statuses = []
-    for m, config, result in zip(todo, configs, results, strict=True):
-        store.write_epochs(m["trial_id"], bits[m["trial_id"]],
-                           [epoch_row(e) for e in result.history])
-        row = final_row(m, ctx, config, result, attempts[m["trial_id"]])
-        row["engine"] = "fused"
-        row["bundle_id"] = trained_bundle_id(store.root / "checkpoints", config)
-        store.write_trial(row)
-        _log_final(ctx, row)
-        statuses.append(result.status)
-    return {"trial_id": task["trial_id"], "status": "done", "skipped": False,
-            "members": len(task["bundle"]), "statuses": statuses}

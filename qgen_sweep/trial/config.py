@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,6 +228,26 @@ class TrialConfig:
     def in_channels(self) -> int:
         return DATASET_SHAPES[self.dataset][0]
 
+
+
+# Fields a member of a fused bundle may set for itself; every other field must agree within a
+# bundle (the members share one network shape and one data order).
+PER_MEMBER_FIELDS = (
+    "bits", "optimizer", "lr", "weight_decay", "momentum", "first_last", "step_size_lr_scale",
+    "gamma",
+)
+
+
+def bundle_key(config: TrialConfig) -> tuple:
+    """What members of one fused bundle must share: every field except PER_MEMBER_FIELDS."""
+    data = config.to_dict()
+    return tuple((k, json.dumps(data[k])) for k in sorted(data) if k not in PER_MEMBER_FIELDS)
+
+
+def bundle_id(configs: Sequence[TrialConfig]) -> str:
+    """Content address of a bundle: sha256 of its sorted member trial ids, 16 hex digits."""
+    ids = ",".join(sorted(c.trial_id for c in configs))
+    return hashlib.sha256(ids.encode()).hexdigest()[:16]
 
 
 # The TrialConfig fields that plan and trial rows carry as columns of their own, in column order

@@ -1,5 +1,8 @@
 """Fused NiN bundles: K trials of one architecture trained as one network (HFTA, MLSys 2021).
 
+Only NiN fuses (archs.py `fusable`): its flat conv-BN-ReLU layout maps onto grouped convs
+directly. The other archs train unfused; see docs/science.md.
+
 A bundle holds K members that share dataset, depth, width and data order but may differ in bit
 width, optimizer type and hyperparameters. The fused network computes exactly what the K unfused
 networks compute, in one pass:
@@ -32,11 +35,6 @@ from torch import Tensor, nn
 from qgen_sweep.trial.config import TrialConfig
 from qgen_sweep.trial.lsq import MIN_STEP_SIZE, LSQConv2d, gradient_scale, qrange
 
-# Fields a member may set for itself; every other TrialConfig field must agree within a bundle.
-PER_MEMBER_FIELDS = (
-    "bits", "optimizer", "lr", "weight_decay", "momentum", "first_last", "step_size_lr_scale",
-    "gamma",
-)
 CONV_IMPLS = ("auto", "grouped", "split")
 OPTIMIZER_ORDER = ("sgd", "adam", "rmsprop")  # members are sorted so each type is one row range
 # torch.optim defaults, the same the single-trial engine uses (see FusedOptimizer).

@@ -1,30 +1,22 @@
 """Train one trial: TrialConfig -> trained model -> TrialResult (docs/ARCHITECTURE.md contract).
 
-Protocol (science.md, paper appendix B.3): cross-entropy, SGD (momentum) / Adam / RMSProp with
-weight decay (not on LSQ step sizes), MultiStep schedule. The model kept is the one with the
-lowest epoch training loss; it is then evaluated in eval mode on the full clean splits.
+The protocol (docs/science.md, paper appendix B.3) lives in protocol.py; this module gives it a
+`SingleLearner`: one model of any registered arch, one torch optimizer (SGD with momentum / Adam
+/ RMSProp, weight decay on everything but the LSQ step sizes, which have their own group at
+lr x step_size_lr_scale) and a MultiStep schedule.
 
-Checkpoints (with a checkpoint_dir): init.pt (weights at initialisation), last.pt (full training
-state after every epoch), best.pt (kept model). All written atomically; a trial with a last.pt
-continues from it and ends with exactly the metrics of an uninterrupted run, because the batch
-order and augmentation of each epoch are a pure function of (seed, epoch).
-
-Step performance: the step reads nothing back to the host (epoch loss
-and accuracy are summed on the device and read once per epoch; tests/test_trial_fast.py checks
-it); shapes are static (the ragged last batch is dropped, so an epoch is floor(n / batch) steps of
-the same shape and every example is seen once per epoch except the n mod batch left out by that
-epoch's permutation); `runtime.channels_last`, bf16 autocast (`config.amp`, quantizer and loss in
-fp32) and `runtime.compile` (torch.compile of the model, mode selectable; the optimizer step stays
-eager, where a Python-float learning rate costs neither a host sync nor a recompilation; the fused
-engine holds it as a device tensor) are options. `runtime.dtype = "float64"` exists for exactness
-tests on the CPU.
+Step performance (performance.md): the step reads nothing back to the host (the protocol sums
+losses and hits on the device; tests/test_trial_fast.py checks it); shapes are static (the ragged
+last batch is dropped); `runtime.channels_last`, bf16 autocast (`config.amp`, quantizer and loss
+in fp32) and `runtime.compile` (torch.compile of the model, mode selectable; the optimizer step
+stays eager, where a Python-float learning rate costs neither a host sync nor a recompilation)
+are options. `runtime.dtype = "float64"` exists for exactness tests on the CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -34,22 +26,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qgen_sweep.atomic import atomic_open
 from qgen_sweep.errors import QGenError, UsageError
 from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, TrialRuntime
-from qgen_sweep.trial.data import (
-    Dataset,
-    DatasetInfo,
-    batch_indices,
-    crop_flip,
-    epoch_generator,
-    load_dataset,
-    resolve_device,
+from qgen_sweep.trial.data import Dataset, DatasetInfo, load_dataset, resolve_device
+from qgen_sweep.trial.lsq import MIN_STEP_SIZE, lsq_layers
+from qgen_sweep.trial.memory import check_fits
+from qgen_sweep.trial.models import build_model, l2_norm
+from qgen_sweep.trial.protocol import (
+    CHECKPOINT_VERSION,
+    Training,
+    at_least_fp32,
+    atomic_save,
+    load_checkpoint,
 )
-from qgen_sweep.trial.lsq import MIN_STEP_SIZE, LSQWeight, lsq_layers, step_sizes, weight_layers
-from qgen_sweep.trial.models import build_model
 
-CHECKPOINT_VERSION = 1
+__all__ = ["CHECKPOINT_VERSION", "atomic_save", "evaluate", "l2_norm", "load_checkpoint",
+           "load_model", "run_trial"]
 
 
 # ----------------------------------------------------------------------------- public API
@@ -63,28 +55,21 @@ def run_trial(
 ) -> TrialResult:
     """Train `config` to the end (or to divergence) and evaluate the kept model.
 
-    Continues from checkpoint_dir/last.pt when it exists. Exceptions raised by `on_epoch`
+    Continues from checkpoint_dir/last.pt when it exists (an unreadable one is moved aside and
+    CheckpointUnreadable raised: the next call starts afresh). Exceptions raised by `on_epoch`
     propagate (after that epoch's checkpoint is on disk).
     """
     if runtime.threads:
         torch.set_num_threads(runtime.threads)
     device = resolve_device(runtime.device)
+    check_fits([config], device, runtime)  # before anything is allocated
     data = with_dtype(load_dataset(config.dataset, runtime), runtime_dtype(runtime))
-    state = _TrainState.create(config, runtime, data, device)
+    learner = SingleLearner(config, runtime, data, device)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None:
-        ckpt.mkdir(parents=True, exist_ok=True)
-        if (ckpt / "last.pt").is_file():
-            state.restore(ckpt / "last.pt")
-        elif not (ckpt / "init.pt").is_file():
-            _save_weights(ckpt / "init.pt", state.model, 0, config, data.info)
-    while state.epoch < config.epochs and state.diverged_epoch is None:
-        metrics = state.train_epoch()
-        if ckpt is not None:
-            state.save(ckpt)
-        if on_epoch is not None:
-            on_epoch(metrics)
-    return state.finish()
+    training = Training(learner, data, runtime, last=ckpt / "last.pt" if ckpt else None,
+                        folders=[ckpt] if ckpt else None)
+    callback = None if on_epoch is None else (lambda by_id: on_epoch(by_id[config.trial_id]))
+    return training.run(callback)[0]
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[float, float]:
@@ -116,8 +101,10 @@ def load_model(
     path = Path(checkpoint_dir) / f"{which}.pt"
     if not path.is_file():
         raise QGenError(f"no checkpoint {path}; run the trial with this checkpoint directory first")
-    payload = torch.load(path, map_location=device, weights_only=True)
-    _check_config(payload, config, path)
+    payload = load_checkpoint(path, "checkpoint", "rerun the trial to write it again")
+    if payload.get("config") != config.to_dict():
+        raise QGenError(f"checkpoint {path} belongs to a different trial config; delete its "
+                        "folder or use another checkpoint directory")
     info = DatasetInfo(**{**payload["dataset"], "mean": tuple(payload["dataset"]["mean"]),
                           "std": tuple(payload["dataset"]["std"])})
     model = build_model(config, info.in_channels, info.num_classes, info.image_size,
@@ -127,23 +114,12 @@ def load_model(
     return model, info
 
 
-def l2_norm(model: nn.Module) -> float:
-    """L2 norm of all conv and linear weights as the model computes with them (q * s for LSQ
-    layers; no biases, BN parameters or step sizes), paper Table 2."""
-    total = torch.zeros((), dtype=torch.float64)
-    with torch.no_grad():
-        for conv in weight_layers(model):
-            weight = conv.quantized_weight() if isinstance(conv, LSQWeight) else conv.weight
-            total += weight.detach().double().pow(2).sum().cpu()
-    return math.sqrt(float(total))
-
-
-# ----------------------------------------------------------------------------- internals
+# ----------------------------------------------------------------------------- the learner
 
 
 def _make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """Weights (conv, bias, BN) with weight decay; LSQ step sizes in their own group without it
-    and with lr x step_size_lr_scale (science.md open choice, recorded in the config)."""
+    """Weights (conv, linear, bias, BN) with weight decay; LSQ step sizes in their own group
+    without it and with lr x step_size_lr_scale (an open choice, recorded in the config)."""
     step_ids = {id(layer.step_size) for _, layer in lsq_layers(model)}
     weights = [p for p in model.parameters() if id(p) not in step_ids]
     steps = [p for p in model.parameters() if id(p) in step_ids]
@@ -159,117 +135,41 @@ def _make_optimizer(config: TrialConfig, model: nn.Module) -> torch.optim.Optimi
     return torch.optim.RMSprop(groups, lr=config.lr)
 
 
-def load_checkpoint(path: Path, label: str, way_out: str) -> dict[str, Any]:
-    """torch.load a training-state file; a torn or foreign file is a one-line QGenError that
-    names the file (`label` says which kind) and `way_out`."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a torn or foreign file: say which and how to recover
-        raise QGenError(f"{label} {path} does not load ({error}); {way_out}") from error
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace (never a torn file)."""
-    with atomic_open(path) as handle:
-        torch.save(obj, handle)
-
-
 def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
-def _save_weights(
-    path: Path, model: nn.Module, epoch: int, config: TrialConfig, info: DatasetInfo
-) -> None:
-    payload = {
-        "version": CHECKPOINT_VERSION,
-        "model": _cpu_state(model),
-        "epoch": epoch,
-        "config": config.to_dict(),
-        "dataset": dataclasses.asdict(info),
-    }
-    _atomic_save(payload, path)
-
-
-def _check_config(payload: dict[str, Any], config: TrialConfig, path: Path) -> None:
-    if payload.get("config") != config.to_dict():
-        raise QGenError(
-            f"checkpoint {path} belongs to a different trial config; delete its folder or use "
-            "another checkpoint directory"
-        )
-
-
-class _TrainState:
-    """Everything that evolves during training; saved to / restored from last.pt."""
+class SingleLearner:
+    """One model and its torch optimizer and schedule, for the protocol (K = 1)."""
 
     def __init__(self, config: TrialConfig, runtime: TrialRuntime, data: Dataset,
-                 device: torch.device, model: nn.Module) -> None:
-        self.config, self.runtime, self.data, self.device = config, runtime, data, device
-        self.model = model
-        self.optimizer = _make_optimizer(config, model)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=list(config.milestones), gamma=config.gamma
-        )
-        self.forward = _compiled(model, runtime)
-        self.step_sizes = [layer.step_size for _, layer in lsq_layers(model)]
-        self.epoch = 0
-        self.history: list[EpochMetrics] = []
-        self.best_state: dict[str, Tensor] | None = None
-        self.best_epoch = 0
-        self.best_loss = math.inf
-        self.diverged_epoch: int | None = None
-        self.seconds = 0.0
-
-    @classmethod
-    def create(cls, config: TrialConfig, runtime: TrialRuntime, data: Dataset,
-               device: torch.device) -> _TrainState:
+                 device: torch.device) -> None:
         torch.manual_seed(config.seed)  # model initialisation is a function of the seed alone
         model = build_model(config, data.in_channels, data.num_classes, data.image_size)
         model = model.to(device=device, dtype=runtime_dtype(runtime))
         if runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        return cls(config, runtime, data, device, model)
+        self.configs, self.config, self.device = [config], config, device
+        self.model = model
+        self.initial = _cpu_state(model)
+        self.optimizer = _make_optimizer(config, model)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(config.milestones), gamma=config.gamma
+        )
+        self.forward = torch.compile(model, mode=runtime.compile) if runtime.compile else model
+        self.steps = [layer.step_size for _, layer in lsq_layers(model)]
+        self.kept: dict[str, Tensor] | None = None
+        self.eval_batch_size = runtime.eval_batch_size
 
     def _autocast(self) -> Any:
         if self.config.amp == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def train_epoch(self) -> EpochMetrics:
-        """One pass over the training split; the loss is read from the device once, at the end."""
-        started = time.perf_counter()
-        self.epoch += 1
-        self.model.train()
-        generator = epoch_generator(self.config.seed, self.epoch, self.device)
-        batches = batch_indices(len(self.data.train_x), self.config.batch_size, generator)
-        # Summed on the device, read once per epoch (no host sync inside the step).
-        loss_sum = torch.zeros((), dtype=accumulator_dtype(self.data), device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        lr = self.optimizer.param_groups[0]["lr"]
-        for idx in batches:
-            loss, hits = self._step(idx, generator)
-            loss_sum += loss
-            correct += hits
-        self.scheduler.step()
-        steps = len(batches)
-        train_loss = float(loss_sum) / steps
-        train_acc = int(correct) / (steps * batches.shape[1])
-        if not math.isfinite(train_loss):
-            self.diverged_epoch = self.epoch
-        elif train_loss < self.best_loss:
-            self.best_loss, self.best_epoch = train_loss, self.epoch
-            self.best_state = _cpu_state(self.model)
-        metrics = self._epoch_metrics(train_loss, train_acc, lr, time.perf_counter() - started)
-        self.history.append(metrics)
-        self.seconds += metrics.seconds
-        return metrics
+    def lrs(self) -> list[float]:
+        return [self.optimizer.param_groups[0]["lr"]]
 
-    def _step(self, idx: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x, y = self.data.train_x[idx], self.data.train_y[idx]
-        if self.config.augment == "crop-flip":
-            x = crop_flip(x, generator)
-        if self.runtime.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+    def train_step(self, x: Tensor, y: Tensor, loss_sum: Tensor, correct: Tensor) -> None:
         with self._autocast():
             logits = self.forward(x)
         loss = F.cross_entropy(at_least_fp32(logits), y)
@@ -281,100 +181,56 @@ class _TrainState:
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         self.optimizer.step()
-        if self.step_sizes:  # keep LSQ step sizes positive (science.md)
+        if self.steps:  # keep LSQ step sizes positive (docs/science.md)
             with torch.no_grad():
-                torch._foreach_clamp_min_(self.step_sizes, MIN_STEP_SIZE)
-        return loss.detach(), (logits.detach().argmax(dim=1) == y).sum()
+                torch._foreach_clamp_min_(self.steps, MIN_STEP_SIZE)
+        loss_sum += loss.detach()
+        correct += (logits.detach().argmax(dim=1) == y).sum()
 
-    def _epoch_metrics(self, loss: float, acc: float, lr: float, seconds: float) -> EpochMetrics:
-        every = self.runtime.eval_test_every
-        test_loss = test_acc = math.nan
-        if self.diverged_epoch is None and every > 0 and self.epoch % every == 0:
-            test_loss, test_acc = evaluate(
-                self.model, self.data.test_x, self.data.test_y, self.runtime.eval_batch_size
-            )
-        summary = (math.nan, math.nan, math.nan)
-        if self.step_sizes:
-            stacked = torch.stack([s.detach() for s in self.step_sizes]).float().cpu()
-            summary = (float(stacked.min()), float(stacked.mean()), float(stacked.max()))
-        return EpochMetrics(
-            epoch=self.epoch, train_loss=loss, train_acc=acc, lr=lr, seconds=seconds,
-            test_loss=test_loss, test_acc=test_acc, step_size_min=summary[0],
-            step_size_mean=summary[1], step_size_max=summary[2],
-        )
+    def end_epoch(self, epoch: int) -> None:
+        self.scheduler.step()
 
-    # -- checkpoints
+    def freeze(self, member: int) -> None:
+        """Nothing to do: a single trial ends when it diverges."""
 
-    def save(self, folder: Path) -> None:
-        """Write last.pt (and best.pt when this epoch became the kept model)."""
-        if self.best_epoch == self.epoch and self.best_state is not None:
-            payload = {"version": CHECKPOINT_VERSION, "model": self.best_state,
-                       "epoch": self.best_epoch, "train_loss": self.best_loss,
-                       "config": self.config.to_dict(),
-                       "dataset": dataclasses.asdict(self.data.info)}
-            _atomic_save(payload, folder / "best.pt")
-        _atomic_save(self._payload(), folder / "last.pt")
+    def keep(self, improved: list[bool]) -> None:
+        if improved[0]:
+            self.kept = _cpu_state(self.model)
 
-    def _payload(self) -> dict[str, Any]:
-        rng = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {
-            "version": CHECKPOINT_VERSION,
-            "config": self.config.to_dict(),
-            "dataset": dataclasses.asdict(self.data.info),
-            "epoch": self.epoch,
-            "model": _cpu_state(self.model),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": rng,
-            "best": {"model": self.best_state, "epoch": self.best_epoch, "loss": self.best_loss},
-            "diverged_epoch": self.diverged_epoch,
-            "history": [dataclasses.asdict(m) for m in self.history],
-            "seconds": self.seconds,
-        }
+    def load_kept(self) -> None:
+        if self.kept is not None:
+            self.model.load_state_dict(self.kept)
 
-    def restore(self, path: Path) -> None:
-        """Continue from last.pt: model, optimizer, scheduler, RNG, best-so-far, history."""
-        payload = load_checkpoint(path, "checkpoint", "delete it to restart the trial")
-        _check_config(payload, self.config, path)
-        self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
-        self.scheduler.load_state_dict(payload["scheduler"])
-        torch.set_rng_state(payload["rng"]["cpu"])
-        if "cuda" in payload["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
-        best = payload["best"]
-        self.best_state, self.best_epoch = best["model"], best["epoch"]
-        self.best_loss = best["loss"]
-        self.epoch = payload["epoch"]
-        self.diverged_epoch = payload["diverged_epoch"]
-        self.history = [EpochMetrics(**m) for m in payload["history"]]
-        self.seconds = payload["seconds"]
+    def evaluate(self, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
+        return [evaluate(self.model, x, y, self.eval_batch_size)]
 
-    # -- the end
+    def step_size_summaries(self) -> list[tuple[float, float, float]]:
+        if not self.steps:
+            return [(math.nan, math.nan, math.nan)]
+        stacked = torch.stack([s.detach() for s in self.steps]).float().cpu()
+        return [(float(stacked.min()), float(stacked.mean()), float(stacked.max()))]
 
-    def finish(self) -> TrialResult:
-        """Evaluate the kept model on the clean splits (NaN metrics when there is none)."""
-        status = "diverged" if self.diverged_epoch is not None else "done"
-        nan = math.nan
-        train_loss = train_acc = test_loss = test_acc = norm = nan
-        sizes: dict[str, float] = {}
-        if self.best_state is not None:
-            self.model.load_state_dict(self.best_state)
-            data, batch = self.data, self.runtime.eval_batch_size
-            train_loss, train_acc = evaluate(self.model, data.train_x, data.train_y, batch)
-            test_loss, test_acc = evaluate(self.model, data.test_x, data.test_y, batch)
-            norm = l2_norm(self.model)
-            sizes = step_sizes(self.model)
-        return TrialResult(
-            status=status, train_acc=train_acc, test_acc=test_acc, train_loss=train_loss,
-            test_loss=test_loss, gap=test_loss - train_loss, l2_norm=norm,
-            best_epoch=self.best_epoch, epochs_run=self.epoch, seconds=self.seconds,
-            device=str(self.device), diverged_epoch=self.diverged_epoch, step_sizes=sizes,
-            history=tuple(self.history),
-        )
+    def initial_state(self, member: int) -> dict[str, Tensor]:
+        return self.initial
 
+    def kept_state(self, member: int) -> dict[str, Tensor] | None:
+        return self.kept
+
+    def kept_model(self, member: int) -> nn.Module:
+        return self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": _cpu_state(self.model), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "kept": self.kept}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.kept = state["kept"]
+
+
+# ----------------------------------------------------------------------------- dtypes
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}  # keys: config.RUNTIME_DTYPES
 
@@ -391,20 +247,3 @@ def with_dtype(data: Dataset, dtype: torch.dtype) -> Dataset:
     if data.train_x.dtype == dtype:
         return data
     return dataclasses.replace(data, train_x=data.train_x.to(dtype), test_x=data.test_x.to(dtype))
-
-
-def at_least_fp32(x: Tensor) -> Tensor:
-    """bf16 logits (autocast) -> fp32 for the loss; fp32 and fp64 stay as they are."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def accumulator_dtype(data: Dataset) -> torch.dtype:
-    """Epoch loss sums: fp32, or fp64 for fp64 runs."""
-    return torch.promote_types(data.train_x.dtype, torch.float32)
-
-
-def _compiled(model: nn.Module, runtime: TrialRuntime) -> Callable[[Tensor], Tensor]:
-    if runtime.compile:
-        return torch.compile(model, mode=runtime.compile)
-    return model
-

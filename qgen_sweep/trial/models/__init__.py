@@ -9,13 +9,15 @@ trial's seed).
 from __future__ import annotations
 
 import importlib
+import math
 
+import torch
 from torch import nn
 
 from qgen_sweep.errors import UsageError
 from qgen_sweep.trial.archs import ARCHS
 from qgen_sweep.trial.config import TrialConfig
-from qgen_sweep.trial.lsq import quantize_layers, weight_layers
+from qgen_sweep.trial.lsq import LSQWeight, quantize_layers, weight_layers
 
 
 def build_float_model(config: TrialConfig, in_channels: int, num_classes: int,
@@ -64,3 +66,14 @@ def parameter_count(model: nn.Module) -> int:
     """Learnable parameters without LSQ step sizes (the figure papers quote for a model)."""
     return sum(p.numel() for name, p in model.named_parameters()
                if not name.endswith("step_size"))
+
+
+def l2_norm(model: nn.Module) -> float:
+    """L2 norm of all conv and linear weights as the model computes with them (q * s for LSQ
+    layers; no biases, BN parameters or step sizes), paper Table 2."""
+    total = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for layer in weight_layers(model):
+            weight = layer.quantized_weight() if isinstance(layer, LSQWeight) else layer.weight
+            total += weight.detach().double().pow(2).sum().cpu()
+    return math.sqrt(float(total))
