@@ -15,6 +15,8 @@ Layout:
     <root>/robustness/bits=B/<id>.parquet  losses on corrupted test sets, one row per
                                            (source, corruption, severity)
     <root>/robustness_failures/<id>-<n>.parquet  one row per failed robustness job
+    <root>/landscape/bits=B/<id>.parquet   loss-landscape points of a finished trial
+    <root>/landscape_failures/<id>-<n>.parquet  one row per failed landscape job
     <root>/checkpoints/<id>/               trial checkpoints (written by the trial engine)
     <root>/checkpoints/<id>/attempts.json  one entry per start of the trial (attempt, host, ...)
     <root>/optuna/journal.log              the Optuna studies of an adaptive sweep
@@ -22,7 +24,7 @@ Layout:
     <root>/ray/                            Ray Tune's own experiment folders (not the ledger)
     <root>/.lock, .lock.json               the sweep lock (flock) and who holds it
     <root>/.measure.lock, .measure.lock.json  the lock of `qgen-sweep measure` (each post-hoc
-                                           kind has its own: .robustness.lock, ...)
+                                           kind has its own: .robustness.lock, .landscape.lock)
 
 Per-trial kinds (`KINDS`: trials, epochs, measures, and any later one) share one layout,
 `<kind>/bits=B/<trial_id>.parquet`, and the rows of their failed jobs go to the kind's failure
@@ -57,6 +59,7 @@ import pyarrow.parquet as pq
 
 from qgen_sweep.atomic import atomic_open, remove_stale_temp_files, write_text_atomic
 from qgen_sweep.errors import StoreError
+from qgen_sweep.landscape.schema import LANDSCAPE_SCHEMA
 from qgen_sweep.provenance import failure_row
 from qgen_sweep.trial.config import COLUMN_FIELDS, TrialConfig
 
@@ -183,6 +186,8 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("epochs", lock="sweep", schema=EPOCH_SCHEMA),
     Kind("measures", lock="measure", failures="measure_failures"),
     Kind("robustness", lock="robustness", failures="robustness_failures"),
+    # Many rows per trial (one per evaluated point); qgen_sweep/landscape writes them whole.
+    Kind("landscape", lock="landscape", failures="landscape_failures", schema=LANDSCAPE_SCHEMA),
 )}
 
 
@@ -415,7 +420,8 @@ class SweepLock:
 
     Each lock has its writers' folders (`OWNED`): on entry, the temporary files a killed writer
     left in them are removed (nobody else writes there while the lock is held). `measure` takes
-    its own lock (`name="measure"`), so measuring finished trials can run beside a launch.
+    its own lock (`name="measure"`), and `landscape` its own (`name="landscape"`), so post-hoc work
+    on finished trials can run beside a launch and beside each other.
     """
 
     OWNED = _owned_folders()

@@ -2,11 +2,12 @@
 
 The Parquet files of every store under a results directory are loaded into in-memory tables
 `raw_<kind>` (with a `sweep` column), then file access is switched off and the configuration
-locked (with a memory limit well under the machine's), then analysis/views.sql (and
-analysis/measures*.sql when measures exist) define the named views over those tables. Nothing the
-connection runs afterwards can read or write a file, so the results directory cannot be modified
-through it; user SQL reaches it only through qgen_sweep.analysis.sandbox. The header of
-analysis/views.sql is the contract for SQL files that add views.
+locked (with a memory limit well under the machine's), then analysis/views.sql,
+analysis/landscape.sql (and analysis/measures*.sql when measures exist) define the named views over
+those tables. Nothing the connection runs afterwards can read or write a file, so the results
+directory cannot be modified through it; user SQL reaches it only through
+qgen_sweep.analysis.sandbox. The header of analysis/views.sql is the contract for SQL files that
+add views.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from qgen_sweep.analysis import cache, sandbox
 from qgen_sweep.analysis._duck import execute
 from qgen_sweep.collapse import collapsed_sql
 from qgen_sweep.errors import QGenError, StoreError
+from qgen_sweep.landscape.schema import LANDSCAPE_SCHEMA
 from qgen_sweep.resources import data_dir
 from qgen_sweep.store import EPOCH_SCHEMA, FAILURE_SCHEMA, PLAN_SCHEMA, TRIAL_SCHEMA, ResultsStore
 
@@ -36,10 +38,15 @@ KINDS: dict[str, pa.Schema | None] = {
     "epochs": EPOCH_SCHEMA,
     "failures": FAILURE_SCHEMA,
     "measures": None,
+    "landscape": LANDSCAPE_SCHEMA,
 }
 # Columns added to the schemas after stores were written, with the value older files mean.
 BACKFILL = {"arch": "'nin'"}  # every trial before architectures were an axis trained NiN
-_STORE_MARKERS = ("plan.parquet", "sweep.toml", "trials", "epochs", "failures", "measures")
+_STORE_MARKERS = ("plan.parquet", "sweep.toml", "trials", "epochs", "failures", "measures",
+                  "landscape")
+# Files run after views.sql on every connection (their kinds have fixed schemas, so their raw
+# tables always exist, empty or not).
+_ALWAYS_SQL = ("landscape.sql",)
 # DuckDB's default memory limit is 80% of RAM; an analysis connection gets a quarter (a query
 # over ~2,000 trials needs tens of MB), so a runaway user query fails before the machine swaps.
 MEMORY_FRACTION = 0.25
@@ -246,6 +253,8 @@ def connect(
     for statement in collapsed_sql(include_collapsed):
         execute(con, statement)
     _run_script(con, sql_file("views.sql"))
+    for name in _ALWAYS_SQL:
+        _run_script(con, sql_file(name))
     if has_measures:
         for path in sorted(data_dir("analysis").glob("measures*.sql")):
             _run_script(con, path)
@@ -279,8 +288,8 @@ def kinds_for_query(sql: str) -> set[str]:
     kinds = {kind for kind in KINDS if kind in words or f"raw_{kind}" in words}
     if "plan" in kinds:
         kinds |= {"trials", "failures", "epochs"}
-    if "measures" in kinds:
-        kinds.add("trials")  # measures*.sql may join the trials for the gap
+    if "measures" in kinds or "landscape" in kinds:
+        kinds.add("trials")  # measures*.sql and landscape.sql join the trials for the gap
     return kinds
 
 

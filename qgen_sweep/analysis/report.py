@@ -4,15 +4,21 @@ Aggregates come from the SQL files in analysis/ (table1.sql, paired.sql, paired_
 table2.sql, progress.sql); the bootstrap intervals and Wilcoxon p-values are computed in Python
 (stats.py) over the pairs paired.sql returns. `build_report` returns plain rows; `render` turns
 them into markdown, CSV or JSON.
+
+Sections after Tables 1 and 2 plug in: each entry of SECTION_PROVIDERS returns its `Section`s
+(key, title, rows) and the figures it wrote, and the renderers print them in that order. A new
+kind of result adds one provider line here and nothing else.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,18 +112,73 @@ def _collapsed_included(con: duckdb.DuckDBPyConnection) -> bool:
     return con.execute("SELECT collapsed_status() = 'done'").fetchall()[0][0]
 
 
-def _measures_sections(con: duckdb.DuckDBPyConnection) -> dict[str, list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class Section:
+    """One report section a provider adds: its key in the report object (and CSV block), its
+    markdown heading, and its rows. `statistics`: its numbers are over done trials, so its
+    heading says how collapsed trials are counted."""
+
+    key: str
+    title: str
+    rows: list[dict[str, Any]]
+    statistics: bool = False
+
+
+Provider = Callable[[duckdb.DuckDBPyConnection, Path, Path | None, tuple[str, ...]],
+                    tuple[list[Section], list]]
+# The sections after Tables 1 and 2, in report order: "module:function", each called as
+# function(con, results_dir, plots_dir, formats) -> (sections, figure paths it wrote into
+# plots_dir in those formats; none when plots_dir is None).
+SECTION_PROVIDERS = (
+    "qgen_sweep.analysis.report:measures_sections",
+    "qgen_sweep.analysis.report:adaptive_sections",
+    "qgen_sweep.analysis.report:landscape_sections",
+)
+
+
+def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {row[0] for row in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+
+
+def measures_sections(con: duckdb.DuckDBPyConnection, results_dir: Path, plots_dir: Path | None,
+                      formats: tuple[str, ...] = ()) -> tuple[list[Section], list]:
     """Table 3 and Kendall's tau from qgen_sweep.measures.report, when measures exist."""
-    views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
-    if "measures" not in views:
-        return {}
+    if "measures" not in _views(con):
+        return [], []
     try:
         from qgen_sweep.measures import report as measures_report
     except ModuleNotFoundError as error:
         if error.name not in ("qgen_sweep.measures", "qgen_sweep.measures.report"):
             raise
-        return {}
-    return {"table3": measures_report.table3(con), "kendall": measures_report.kendall(con)}
+        return [], []
+    return [Section("table3", "Table 3: generalization measures", measures_report.table3(con),
+                    statistics=True),
+            Section("kendall", "Kendall", measures_report.kendall(con), statistics=True)], []
+
+
+def adaptive_sections(con: duckdb.DuckDBPyConnection, results_dir: Path, plots_dir: Path | None,
+                      formats: tuple[str, ...] = ()) -> tuple[list[Section], list]:
+    """The best configurations and importances of an adaptive search (none for a grid)."""
+    from qgen_sweep.adaptive.report import report_sections
+
+    titles = {"optuna_best": "Adaptive search: best configuration per precision",
+              "optuna_importances": "Adaptive search: hyperparameter importances"}
+    found = report_sections(results_dir)
+    return [Section(key, titles[key], found[key]) for key in titles if key in found], []
+
+
+def landscape_sections(con: duckdb.DuckDBPyConnection, results_dir: Path, plots_dir: Path | None,
+                       formats: tuple[str, ...] = ()) -> tuple[list[Section], list]:
+    """Flatness per precision, its Kendall coefficients, the Figure 2 panel (with --plots)."""
+    from qgen_sweep.landscape.report import sections
+
+    found, paths = sections(con, plots_dir, formats)
+    return [Section(key, title, rows, statistics=True) for key, title, rows in found], paths
+
+
+def _provider(name: str) -> Provider:
+    module, _, function = name.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def build_report(
@@ -130,14 +191,16 @@ def build_report(
     """Every section of the report as lists of rows keyed by column name (bits as 2/4/8/32).
 
     Keys: progress, table1, paired, table2, units, collapsed (the rule, whether collapsed trials
-    are in the statistics, and how many there are per sweep); table3, kendall when measures exist;
-    plots, the written figure paths in each of `plot_formats`, when `plots_dir` is given.
-    Collapsed trials (qgen_sweep.collapse) are left out of every mean and paired statistic unless
+    are in the statistics, and how many there are per sweep); then each provider's sections by
+    key (e.g. table3, kendall when measures exist), listed in order under `sections`; plots, the
+    written figure paths in each of `plot_formats`, when `plots_dir` is given. Collapsed trials
+    (qgen_sweep.collapse) are left out of every mean and paired statistic unless
     `include_collapsed` (ignored when a connection `con` is given: it was made with its own).
     """
     if con is None:
-        kinds = ["plan", "trials", "failures", "measures"] + (["epochs"] if plots_dir else [])
-        con = connect(results_dir, kinds, include_collapsed=include_collapsed)
+        kinds = ["plan", "trials", "failures", "measures", "landscape"]
+        con = connect(results_dir, kinds + (["epochs"] if plots_dir else []),
+                      include_collapsed=include_collapsed)
     progress = _rows(con, _sql("progress.sql"))
     report: dict[str, Any] = {
         "stores": _rows(con, "SELECT * FROM stores ORDER BY sweep"),
@@ -151,16 +214,24 @@ def build_report(
             "included": _collapsed_included(con),
             "by_sweep": {row["sweep"]: row["collapsed"] for row in progress},
         },
+        "sections": [],
     }
-    report.update(_measures_sections(con))
-    from qgen_sweep.adaptive.report import report_sections  # optuna_best, optuna_importances
-
-    report.update(report_sections(results_dir))  # {} unless the sweep is an adaptive search
-    if plots_dir is not None:
+    plots = Path(plots_dir) if plots_dir is not None else None
+    formats = tuple(plot_formats)
+    figures: list[Path] = []
+    if plots is not None:
         from qgen_sweep.analysis.plots import write_figures
 
-        written = write_figures(con, Path(plots_dir), tuple(plot_formats))
-        report["plots"] = [str(p) for p in written]
+        figures += write_figures(con, plots, formats)
+    for name in SECTION_PROVIDERS:
+        found, paths = _provider(name)(con, Path(results_dir), plots, formats)
+        for section in found:
+            report[section.key] = section.rows
+            report["sections"].append({"key": section.key, "title": section.title,
+                                       "statistics": section.statistics})
+        figures += paths
+    if plots is not None:
+        report["plots"] = [str(p) for p in figures]
     return report
 
 
@@ -302,15 +373,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"## Table 2: weight L2 norm per precision (mean ± sd; {note})", ""]
         lines += _md_table2(_by_sweep(report["table2"], sweep))
         lines.append("")
-    for key, title in (
-        ("table3", "Table 3: generalization measures"),
-        ("kendall", "Kendall"),
-        ("optuna_best", "Adaptive search: best configuration per precision"),
-        ("optuna_importances", "Adaptive search: hyperparameter importances"),
-    ):
-        if key in report:
-            note = f" ({collapsed_note(report)})" if key in ("table3", "kendall") else ""
-            lines += [f"## {title}{note}", "", *_md_generic(report[key]), ""]
+    for section in report.get("sections", []):
+        note = f" ({collapsed_note(report)})" if section.get("statistics") else ""
+        lines += [f"## {section['title']}{note}", "", *_md_generic(report[section["key"]]), ""]
     for path in report.get("plots", []):
         lines.append(f"figure: {path}")
     return "\n".join(lines).rstrip() + "\n"
@@ -319,16 +384,8 @@ def to_markdown(report: dict[str, Any]) -> str:
 def to_csv(report: dict[str, Any]) -> str:
     """Each section as a CSV block under a '# <section>' line, blocks separated by a blank line."""
     out = io.StringIO()
-    for key in (
-        "progress",
-        "table1",
-        "paired",
-        "table2",
-        "table3",
-        "kendall",
-        "optuna_best",
-        "optuna_importances",
-    ):
+    extra = [section["key"] for section in report.get("sections", [])]
+    for key in ("progress", "table1", "paired", "table2", *extra):
         rows = report.get(key)
         if rows is None:
             continue

@@ -1,0 +1,78 @@
+"""Which curves a trial's landscape file already holds, and which it still needs (torch-free:
+the driver decides what to run without importing torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qgen_sweep.landscape.schema import FOLDER
+from qgen_sweep.landscape.settings import LandscapeSettings, fp32_twin_config
+from qgen_sweep.store import ResultsStore
+
+
+def landscape_path(store: ResultsStore, trial_id: str, bits: int) -> Path:
+    """<root>/landscape/bits=B/<trial_id>.parquet"""
+    return store.root / FOLDER / f"bits={int(bits)}" / f"{trial_id}.parquet"
+
+
+def read_rows(path: Path) -> pa.Table | None:
+    """The file's rows, or None when it is missing or does not read back (then it is
+    recomputed: every write is atomic, so only a hand-truncated file gets here)."""
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return None
+
+
+def present_curves(store: ResultsStore, trial_id: str, bits: int, landscape_id: str) -> set[str]:
+    """Kinds of curve the file holds for `landscape_id`."""
+    path = landscape_path(store, trial_id, bits)
+    if not path.is_file():
+        return set()
+    try:
+        table = pq.read_table(path, columns=["landscape_id", "kind"])
+    except (OSError, pa.ArrowException):
+        return set()
+    ids, kinds = table.column("landscape_id").to_pylist(), table.column("kind").to_pylist()
+    return {k for i, k in zip(ids, kinds, strict=True) if i == landscape_id}
+
+
+def twin_id(trial: dict[str, Any]) -> str:
+    """The trial id of the FP32 twin of a trials row (itself for an FP32 trial)."""
+    from qgen_sweep.trial.config import TrialConfig
+
+    config = json.loads(trial["config_json"])
+    return TrialConfig.from_dict(fp32_twin_config(config)).trial_id
+
+
+def twin_done(store: ResultsStore, fp32_id: str) -> bool:
+    """True when the FP32 twin has a final row with status 'done' (a model to interpolate to)."""
+    path = store.path("trials", fp32_id, 32)
+    try:
+        status = pq.read_table(path, columns=["status"]).column("status").to_pylist()
+    except (OSError, pa.ArrowException):
+        return False
+    return status == ["done"]
+
+
+def wanted_curves(store: ResultsStore, trial: dict[str, Any],
+                  settings: LandscapeSettings) -> tuple[str, ...]:
+    """The curves this trial should have: the twin line only once the FP32 twin is done."""
+    curves = settings.curves(int(trial["bits"]))
+    if "twin" in curves and not twin_done(store, twin_id(trial)):
+        curves = tuple(c for c in curves if c != "twin")
+    return curves
+
+
+def missing_curves(store: ResultsStore, trial: dict[str, Any],
+                   settings: LandscapeSettings) -> tuple[str, ...]:
+    """The wanted curves the trial's file does not hold yet (empty: nothing to do)."""
+    have = present_curves(store, trial["trial_id"], int(trial["bits"]), settings.key())
+    return tuple(c for c in wanted_curves(store, trial, settings) if c not in have)
