@@ -154,7 +154,7 @@ def trial_figure(trial: dict[str, Any], points: list[dict], out_dir: Path, stem:
 
 def _draw_line(ax: Any, points: list[dict], label: str, accuracy: bool = False) -> None:
     xs = [p["a"] for p in points]
-    ax.plot(xs, [p["loss"] for p in points], color=style.color(label), label=f"{label} loss")
+    ax.plot(xs, [p["loss"] for p in points], color=style.color(label), label=label)
     ax.set_ylabel(LOSS_LABEL)
     if accuracy:
         twin = ax.twinx()

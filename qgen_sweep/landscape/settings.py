@@ -26,9 +26,6 @@ from typing import Any
 from qgen_sweep.errors import UsageError
 
 IGNORE_MODES = ("biasbn", "bn")
-# Interpolation range: a in [-EXTEND, 1 + EXTEND] (Goodfellow et al. 2015 extend past both ends
-# to show the endpoints are minima along the line).
-EXTEND = 0.25
 
 
 @dataclass(frozen=True)
@@ -109,11 +106,11 @@ def surface_coordinate(settings: LandscapeSettings, offset: int) -> float:
 
 
 def interpolation_offsets(settings: LandscapeSettings) -> tuple[int, list[int]]:
-    """(n, offsets k): the interpolation points are a = k / n, from -EXTEND to 1 + EXTEND, with
-    n = grid - 1 steps between the two models (so a = 0 and a = 1 are exact)."""
+    """(n, offsets k): the interpolation points are a = k / n for k = 0..n, n = grid - 1 (a = 0
+    and a = 1 exact). Not extrapolated past the two models: every BN running variance and LSQ
+    step size moves along the line too, and past an end they can cross zero."""
     n = settings.grid - 1
-    extra = int(n * EXTEND)
-    return n, list(range(-extra, n + extra + 1))
+    return n, list(range(n + 1))
 
 
 def fp32_twin_config(config: dict[str, Any]) -> dict[str, Any]:

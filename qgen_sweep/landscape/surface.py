@@ -66,8 +66,9 @@ def surface_chunk(base: State, directions: list[State], coords: Tensor) -> State
 
 
 def positive_names(model: nn.Module) -> set[str]:
-    """State entries that must stay positive on an extrapolated line: BN running variances and
-    the quantizer parameters (LSQ step sizes) of quantized layers."""
+    """State entries that must stay positive along a line: BN running variances and the
+    quantizer parameters (LSQ step sizes) of quantized layers (a convex combination of positive
+    values is positive; the clamp guards rounding and lines given by hand)."""
     names = set()
     for prefix, module in model.named_modules():
         dot = f"{prefix}." if prefix else ""
