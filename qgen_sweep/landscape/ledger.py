@@ -17,7 +17,7 @@ from qgen_sweep.store import ResultsStore
 
 def landscape_path(store: ResultsStore, trial_id: str, bits: int) -> Path:
     """<root>/landscape/bits=B/<trial_id>.parquet"""
-    return store.root / FOLDER / f"bits={int(bits)}" / f"{trial_id}.parquet"
+    return store.path(FOLDER, trial_id, bits)
 
 
 def read_rows(path: Path) -> pa.Table | None:
@@ -54,12 +54,8 @@ def twin_id(trial: dict[str, Any]) -> str:
 
 def twin_done(store: ResultsStore, fp32_id: str) -> bool:
     """True when the FP32 twin has a final row with status 'done' (a model to interpolate to)."""
-    path = store.path("trials", fp32_id, 32)
-    try:
-        status = pq.read_table(path, columns=["status"]).column("status").to_pylist()
-    except (OSError, pa.ArrowException):
-        return False
-    return status == ["done"]
+    row = store.final_row(fp32_id, 32, columns=["status"])
+    return row is not None and row["status"] == "done"
 
 
 def wanted_curves(store: ResultsStore, trial: dict[str, Any],

@@ -11,12 +11,8 @@ statistics, the full un-augmented training split, mean cross-entropy in nats.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import platform
-import socket
 import time
-from importlib import metadata
 from typing import Any
 
 import pyarrow as pa
@@ -35,6 +31,7 @@ from qgen_sweep.landscape.settings import (
     surface_offsets,
 )
 from qgen_sweep.landscape.stacked import State, StateChunk, evaluator_for, float_state
+from qgen_sweep.provenance import host, now, versions_json
 from qgen_sweep.store import ResultsStore, rows_to_table, write_table_atomic
 
 MIN_QUANTIZER_PARAM = 1e-8  # the engine's floor for LSQ step sizes (trial/lsq.py MIN_STEP_SIZE)
@@ -180,16 +177,6 @@ def _twin_line(ctx: _Context):
 CURVE_FUNCTIONS = {"surface": _surface, "init": _init_line, "twin": _twin_line}
 
 
-def _versions() -> str:
-    versions = {"python": platform.python_version()}
-    for package in ("qgen-sweep", "torch"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    return json.dumps(versions, sort_keys=True)
-
-
 def curve_rows(ctx: _Context, kind: str) -> list[dict[str, Any]]:
     """Every row of one curve of the trial, with its settings and provenance columns."""
     s, trial = ctx.settings, ctx.trial
@@ -202,8 +189,8 @@ def curve_rows(ctx: _Context, kind: str) -> list[dict[str, Any]]:
         "kind": kind, "dims": s.dims, "grid": s.grid, "span": float(s.span), "seed": s.seed,
         "ignore": s.ignore, "examples": len(ctx.y),
         "twin_id": None if ctx.config.bits == 32 else ctx.twin_config.trial_id,
-        "seconds": seconds, "device": str(ctx.device), "host": socket.gethostname(),
-        "versions_json": _versions(), "computed_at": dt.datetime.now(dt.UTC), **extra,
+        "seconds": seconds, "device": str(ctx.device), "host": host(),
+        "versions_json": versions_json(), "computed_at": now(), **extra,
     }
     return [{**common, **point} for point in points]
 
