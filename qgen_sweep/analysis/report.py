@@ -344,7 +344,8 @@ def _md_generic(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["(no rows)"]
     header = list(rows[0])
-    body = [[_num(v, 4) if isinstance(v, float) else str(v) for v in r.values()] for r in rows]
+    body = [[_num(v, 4) if isinstance(v, float) or v is None else str(v) for v in r.values()]
+            for r in rows]  # None (not measured, undefined) shows as "-", like the core tables
     return _md_table(header, body)
 
 

@@ -208,7 +208,7 @@ def lines_figure(config: list[dict[str, Any]], init: dict[str, list[dict]],
             _draw_line(left, init[trial["trial_id"]], trial["precision"])
         if twin.get(trial["trial_id"]):
             _draw_line(right, twin[trial["trial_id"]], trial["precision"])
-    left.set(xlabel="a (0 = weights at initialisation, 1 = kept model)", yscale="log",
+    left.set(xlabel="a (0 = weights at initialisation, 1 = kept model)",
              title="initialisation -> kept model")
     right.set(xlabel="a (0 = FP32 twin, 1 = Int-b model, dequantized weights)",
               title="FP32 twin -> quantized model")

@@ -12,7 +12,12 @@ import pyarrow.parquet as pq
 
 from qgen_sweep.landscape.schema import FOLDER
 from qgen_sweep.landscape.settings import LandscapeSettings, fp32_twin_config
+from qgen_sweep.posthoc import JobKind
 from qgen_sweep.store import ResultsStore
+
+LANDSCAPE = JobKind(command="landscape", store_kind=FOLDER,
+                    job="qgen_sweep.landscape.surface:run_job", verb="compute",
+                    done="computed")
 
 
 def landscape_path(store: ResultsStore, trial_id: str, bits: int) -> Path:
@@ -72,3 +77,12 @@ def missing_curves(store: ResultsStore, trial: dict[str, Any],
     """The wanted curves the trial's file does not hold yet (empty: nothing to do)."""
     have = present_curves(store, trial["trial_id"], int(trial["bits"]), settings.key())
     return tuple(c for c in wanted_curves(store, trial, settings) if c not in have)
+
+
+def has_curves(settings: LandscapeSettings):
+    """The `is_done` test of the shared post-hoc runner: nothing missing for these settings."""
+
+    def is_done(store: ResultsStore, trial: dict[str, Any]) -> bool:
+        return not missing_curves(store, trial, settings)
+
+    return is_done

@@ -162,10 +162,10 @@ def sections(con: duckdb.DuckDBPyConnection, plots_dir: Path | None,
     if not flat:
         return [], []
     out = [
-        ("landscape_flatness", "Loss landscape: flatness per precision (mean over models; "
-         "loss in nats, a and b in filter-normalized units)", flat),
-        ("landscape_kendall", "Kendall: landscape flatness vs gap (same columns as the "
-         "measures' Kendall table)", kendall_rows(con)),
+        ("landscape_flatness", "Loss landscape: flatness per precision, mean over models "
+         "(loss in nats; a, b in filter-normalized units; curvature in nats per unit^2)", flat),
+        ("landscape_kendall", "Kendall: landscape flatness vs gap, in the columns of the "
+         "measures' Kendall table", kendall_rows(con)),
     ]
     paths = [] if plots_dir is None else report_figures(con, Path(plots_dir), formats)
     return out, paths

@@ -211,3 +211,13 @@ def compute_trial(store: ResultsStore, trial: dict[str, Any], settings: dict[str
     old = ledger.read_rows(path)
     table = new if old is None else pa.concat_tables([old.cast(LANDSCAPE_SCHEMA), new])
     write_table_atomic(path, table)
+
+
+def run_job(results_dir: str, trial: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """One trial's landscape (the job of ledger.LANDSCAPE); never raises for a trial's own
+    failure, which becomes a row under landscape_failures/. Returns {"trial_id", "bits",
+    "status": "computed" | "failed", "seconds", "message"}."""
+    from qgen_sweep.posthoc.job import run_guarded
+
+    return run_guarded(ledger.LANDSCAPE, results_dir, trial,
+                       lambda store, row: compute_trial(store, row, settings))
