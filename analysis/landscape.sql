@@ -106,15 +106,19 @@ LEFT JOIN trials AS t ON t.sweep = f.sweep AND t.trial_id = f.trial_id;
 -- (FP32, Int8, Int4, Int2 side by side, as the paper's Table 3), with the number of models. Only
 -- trials with status 'done' count (collapsed ones only under report --include-collapsed).
 CREATE OR REPLACE VIEW landscape_table AS
-WITH long AS (
-    UNPIVOT (
-        SELECT sweep, dataset, landscape_id, dims, grid, span, bits, loss_rise, acc_drop,
-               curvature, init_barrier, twin_barrier
-        FROM landscape
-        WHERE status = 'done'
+WITH summaries AS (
+    SELECT sweep, dataset, landscape_id, dims, grid, span, bits, loss_rise, acc_drop, curvature,
+           init_barrier, twin_barrier
+    FROM landscape
+    WHERE status = 'done'
+),
+long AS (
+    -- INCLUDE NULLS: a summary no model has (a grid too coarse for the radius, lines not
+    -- computed) still gets its row, with NULL means and models = 0.
+    SELECT *
+    FROM summaries UNPIVOT INCLUDE NULLS (
+        value FOR measure IN (loss_rise, acc_drop, curvature, init_barrier, twin_barrier)
     )
-    ON loss_rise, acc_drop, curvature, init_barrier, twin_barrier
-    INTO NAME measure VALUE value
 )
 SELECT
     sweep,

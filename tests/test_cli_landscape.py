@@ -42,6 +42,7 @@ def _files(root: Path) -> dict[str, os.stat_result]:
     return {p.stem: p.stat() for p in (root / "landscape").rglob("*.parquet")}
 
 
+@pytest.mark.slow  # a Ray cluster, four landscapes and two reports: ~40 s on a quiet machine
 def test_landscape_on_ray_then_report_shows_flatness_kendall_and_the_panel(
         smoke: Path, tmp_path: Path) -> None:
     root = _copy(smoke, tmp_path / "smoke")
@@ -80,6 +81,7 @@ def test_landscape_on_ray_then_report_shows_flatness_kendall_and_the_panel(
     assert kendall["landscape_loss_rise"]["psi_width"] is None  # width does not vary here
 
 
+@pytest.mark.slow  # two runs over four 15 x 15 surfaces: ~30 s on a quiet machine
 def test_a_killed_landscape_run_resumes_without_recomputing_finished_surfaces(
         smoke: Path, tmp_path: Path) -> None:
     root = _copy(smoke, tmp_path / "smoke")
@@ -125,6 +127,11 @@ def test_a_failed_job_is_a_row_and_the_rerun_retries_it(smoke: Path, tmp_path: P
                  "local", "--no-interpolate")
     assert retry.returncode == 0, retry.stderr
     assert "1 to compute, 3 already computed" in retry.stdout and len(_files(root)) == 4
+    report = qgen("report", "smoke", "--results-dir", str(root), "--format", "json")
+    flat = {r["measure"]: r for r in json.loads(report.stdout)["landscape_flatness"]}
+    assert flat["curvature"]["models"] == 4 and flat["curvature"]["grid"] == 3
+    # No grid point of a 3 x 3 grid lies within radius span / 2 but the centre; no lines ran.
+    assert flat["loss_rise"]["models"] == 0 and flat["init_barrier"]["models"] == 0
 
 
 @pytest.mark.parametrize(("args", "message"), [
