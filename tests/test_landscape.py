@@ -24,9 +24,10 @@ from qgen_sweep.landscape.stacked import (
 )
 from qgen_sweep.landscape.surface import compute_trial, surface_chunk
 from qgen_sweep.store import ResultsStore
+from qgen_sweep.trial.archs import ARCH_NAMES
 from qgen_sweep.trial.config import TrialConfig
 from qgen_sweep.trial.lsq import LSQConv2d
-from qgen_sweep.trial.nin import build_model
+from qgen_sweep.trial.models import build_model
 from qgen_sweep.trial.train import evaluate, load_model
 from tests.sweep_helpers import launch, tiny_spec
 
@@ -178,6 +179,27 @@ def test_stacked_evaluation_equals_one_model_copy_per_point(make) -> None:
     assert len(set(got[0].tolist())) == 5  # every point is a different model
 
 
+@pytest.mark.parametrize("arch", ARCH_NAMES)
+def test_every_registered_arch_stacks_and_matches_one_copy_per_point(arch: str) -> None:
+    sizes = {"depth": 2, "width": 2} if arch == "nin" else {}
+    config = TrialConfig("digits", 4, "sgd", 0.05, 0.0, arch=arch, base_width=4, **sizes)
+    torch.manual_seed(0)
+    model = build_model(config, 1, 10).eval()
+    x, y = _data(24)
+    direction = random_direction(model, 5, 0)
+    for name, weight in model.named_parameters():
+        if weight.dim() >= 2:  # conv and linear filters alike
+            torch.testing.assert_close(_filter_norms(direction[name]), _filter_norms(weight),
+                                       rtol=1e-5, atol=1e-7)
+    coords = torch.tensor([[0.0], [0.25], [-0.5]], dtype=torch.float64)
+    chunk = surface_chunk(float_state(model), [direction], coords)
+    stacked = evaluator_for(model, x, y, batch_size=24, points=3)
+    assert isinstance(stacked, StackedEvaluator), arch
+    torch.testing.assert_close(stacked.evaluate(chunk, 3)[0],
+                               LoopEvaluator(model, x, y, 24, 1).evaluate(chunk, 3)[0],
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_a_forward_that_mixes_channels_falls_back_to_one_copy_per_point() -> None:
     class Concat(nn.Module):  # torch.cat along channels would mix stacked copies
         def __init__(self) -> None:
@@ -317,3 +339,20 @@ def test_landscape_figures_are_written_for_every_trial_and_configuration(
     assert "FP32" in texts and "Int2" in texts and "training loss (nats)" in texts
     assert "n = 1,437 training examples" in texts
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_a_resnet18_trial_gets_its_surface_and_twin_line(tmp_path: Path) -> None:
+    """The whole job on a registry architecture other than NiN (Int2 and its FP32 twin)."""
+    spec = tiny_spec('train.arch="resnet18"', "train.base_width=4", "train.epochs=1",
+                     'grid.optimizer=["sgd"]')
+    store = launch(spec, tmp_path / "resnet", "local")
+    int2, fp32 = sorted(store.read("trials").to_pylist(), key=lambda r: r["bits"])
+    assert (int2["arch"], int2["bits"], fp32["bits"]) == ("resnet18", 2, 32)
+    compute_trial(store, int2, LandscapeSettings(**{**SMALL, "grid": 3}).to_dict())
+    rows = _rows(store, int2)
+    centre = next(r for r in rows if r["kind"] == "surface" and (r["i"], r["j"]) == (0, 0))
+    assert centre["loss"] == pytest.approx(int2["train_loss"], rel=1e-5)
+    assert {r["evaluator"] for r in rows} == {"stacked"}
+    twin = {r["a"]: r["loss"] for r in rows if r["kind"] == "twin"}
+    assert twin[0.0] == pytest.approx(fp32["train_loss"], rel=1e-5)
+    assert twin[1.0] == pytest.approx(int2["train_loss"], rel=1e-5)
