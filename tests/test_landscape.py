@@ -179,6 +179,11 @@ def test_stacked_evaluation_equals_one_model_copy_per_point(make) -> None:
     assert len(set(got[0].tolist())) == 5  # every point is a different model
 
 
+# Attention reshapes heads out of the channel axis and LayerNorm normalises over it, so the
+# transformers fail the stacked self-check and are evaluated one copy per point.
+ONE_COPY = {"deit_t", "swin_t"}
+
+
 @pytest.mark.parametrize("arch", ARCH_NAMES)
 def test_every_registered_arch_stacks_and_matches_one_copy_per_point(arch: str) -> None:
     sizes = {"depth": 2, "width": 2} if arch == "nin" else {}
@@ -194,7 +199,8 @@ def test_every_registered_arch_stacks_and_matches_one_copy_per_point(arch: str) 
     coords = torch.tensor([[0.0], [0.25], [-0.5]], dtype=torch.float64)
     chunk = surface_chunk(float_state(model), [direction], coords)
     stacked = evaluator_for(model, x, y, batch_size=24, points=3)
-    assert isinstance(stacked, StackedEvaluator), arch
+    expected = LoopEvaluator if arch in ONE_COPY else StackedEvaluator
+    assert isinstance(stacked, expected), arch
     torch.testing.assert_close(stacked.evaluate(chunk, 3)[0],
                                LoopEvaluator(model, x, y, 24, 1).evaluate(chunk, 3)[0],
                                rtol=1e-5, atol=1e-6)

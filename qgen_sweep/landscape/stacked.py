@@ -25,7 +25,9 @@ Forward code that mixes channels outside these layers (a concatenation along cha
 channel shuffle, a reshape with a hard-coded channel count) would mix copies. `StackedModel`
 therefore checks itself against one-copy-at-a-time evaluation on a few examples when built, and
 `evaluator_for` falls back to `LoopEvaluator` (one model copy per point, the baseline of
-benchmarks/bench_landscape.py) when the check or the swap fails.
+benchmarks/bench_landscape.py) when the check or the swap fails. The registry's transformers
+(DeiT-T, Swin-T) take that path: attention reshapes heads out of the channel axis and LayerNorm
+normalises over it; every conv net of the registry stacks (tests check each one).
 """
 
 from __future__ import annotations
@@ -312,13 +314,19 @@ class LoopEvaluator(_Evaluator):
 
     name = "loop"
 
-    def logits(self, state: State, xb: Tensor) -> Tensor:
-        outs = []
+    def _one_chunk(self, state: State) -> tuple[Tensor, Tensor]:
+        losses, accuracies = [], []
         for k in range(next(iter(state.values())).shape[0]):
             clone = copy.deepcopy(self.model)
             clone.load_state_dict({n: t[k] for n, t in state.items()}, strict=False)
-            outs.append(clone(xb))
-        return torch.stack(outs)
+            self._clone = clone
+            loss, acc = super()._one_chunk({n: t[k:k + 1] for n, t in state.items()})
+            losses.append(loss)
+            accuracies.append(acc)
+        return torch.cat(losses), torch.cat(accuracies)
+
+    def logits(self, state: State, xb: Tensor) -> Tensor:
+        return self._clone(xb).unsqueeze(0)  # (1, B, classes): the point's own copy
 
 
 def evaluator_for(model: nn.Module, x: Tensor, y: Tensor, batch_size: int,
