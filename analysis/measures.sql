@@ -12,6 +12,7 @@ CREATE OR REPLACE VIEW measures AS
 SELECT
     m.*,
     precision_label(m.bits) AS precision,
+    t.arch,
     t.optimizer,
     t.lr,
     t.lr_index,
@@ -24,6 +25,12 @@ SELECT
     t.test_acc,
     t.train_loss,
     t.test_loss,
-    t.gap
+    t.gap,
+    -- The settings that change the numbers (docs/science.md), one label per Table 3.
+    concat_ws(', ', 'noise ' || m.noise, 'bn_affine ' || m.bn_affine,
+              'ascent_lr ' || CAST(m.ascent_lr AS VARCHAR),
+              'ascent_steps ' || CAST(m.ascent_steps AS VARCHAR),
+              'restarts ' || CAST(m.restarts AS VARCHAR),
+              'mc_samples ' || CAST(m.mc_samples AS VARCHAR)) AS settings
 FROM raw_measures AS m
 LEFT JOIN trials AS t ON t.sweep = m.sweep AND t.trial_id = m.trial_id;

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from qgen_sweep.measures.fold import conv_weight_vector, fold_sequential, plain_network
+from qgen_sweep.measures.fold import fold_sequential, plain_network, weight_vector
 from qgen_sweep.trial.config import TrialConfig
-from qgen_sweep.trial.models import build_model, conv_weight_count
+from qgen_sweep.trial.models import build_model, conv_weight_count, weight_count
 
 torch.set_num_threads(2)
 
@@ -73,7 +73,7 @@ def test_plain_network_of_a_trained_like_nin_gives_the_models_logits(bits: int) 
         # The plain net carries the dequantized weights: few distinct values per output channel
         # before the BN scale, so it must differ from the float weights.
         raw = torch.cat([c.weight.reshape(-1) for c in plain.modules() if isinstance(c, nn.Conv2d)])
-        assert not torch.allclose(raw, conv_weight_vector(fold_sequential(_float_copy(model))))
+        assert not torch.allclose(raw, weight_vector(fold_sequential(_float_copy(model))))
 
 
 def _float_copy(model: nn.Module) -> nn.Sequential:
@@ -97,4 +97,24 @@ def test_weight_vector_length_is_the_pinned_conv_weight_count(
 ) -> None:
     config = TrialConfig("cifar10", 4, "sgd", 0.1, 0.0, depth=depth, width=width)
     model = build_model(config, in_channels=3, num_classes=10).eval()
-    assert conv_weight_vector(plain_network(model)).numel() == omega == conv_weight_count(model)
+    assert weight_vector(plain_network(model)).numel() == omega == conv_weight_count(model)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "mobilenet_v1", "mobilenet_v2",
+                                  "vgg19"])
+def test_every_backbone_folds_into_a_plain_network_with_the_models_logits(arch: str) -> None:
+    config = TrialConfig("digits", 4, "sgd", 0.1, 0.0, arch=arch, base_width=4)
+    torch.manual_seed(2)
+    model = build_model(config, in_channels=1, num_classes=10)
+    _randomise_bn(model, torch.Generator().manual_seed(2))
+    model.eval()
+    x = torch.randn(8, 1, 8, 8)
+    plain = plain_network(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.modules())  # every BN folded
+    assert not any(hasattr(m, "step_size") for m in plain.modules())
+    with torch.no_grad():
+        want, got = model(x), plain(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    # w: every conv and linear weight (the classifier included), as the model computes with them
+    assert weight_vector(plain).numel() == weight_count(model)
+    assert any(isinstance(m, nn.Linear) for m in plain.modules())

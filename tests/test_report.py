@@ -79,7 +79,8 @@ def test_markdown_report_shows_percent_and_progress(known, env):
         < text.index("| Int4 |")
         < text.index("| Int2 |")
     )
-    assert "| depth 3 x width 8 | 14.00 | 13.00 | - | - |" in text  # one model: no sd
+    # Table 2 rows name their arch (one table per arch, as the paper).
+    assert "| nin depth 3 x width 8 | 14.00 | 13.00 | - | - |" in text  # one model: no sd
 
 
 def test_csv_report_sections(known, env):

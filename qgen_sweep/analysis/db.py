@@ -41,7 +41,12 @@ KINDS: dict[str, pa.Schema | None] = {
     "landscape": LANDSCAPE_SCHEMA,
 }
 # Columns added to the schemas after stores were written, with the value older files mean.
-BACKFILL = {"arch": "'nin'"}  # every trial before architectures were an axis trained NiN
+BACKFILL = {
+    "arch": "'nin'",  # every trial before architectures were an axis trained NiN
+    "bn_affine": "'perturb'",  # measures before the setting perturbed every folded parameter
+}
+# Columns a kind without a fixed schema (measures) may lack in older files: name -> DuckDB type.
+LATE_COLUMNS = {"measures": {"bn_affine": "VARCHAR"}}
 _STORE_MARKERS = ("plan.parquet", "sweep.toml", "trials", "epochs", "failures", "measures",
                   "landscape")
 # Files run after views.sql on every connection (their kinds have fixed schemas, so their raw
@@ -201,18 +206,18 @@ def _load_kind(con: duckdb.DuckDBPyConnection, stores: list[Store], kind: str) -
 
 
 def _backfill(con: duckdb.DuckDBPyConnection, kind: str) -> None:
-    """Give raw_<kind> every column of its schema; files older than a column read as BACKFILL."""
+    """Give raw_<kind> every column of its schema (and LATE_COLUMNS); files older than a column
+    read as BACKFILL."""
     schema = KINDS[kind]
-    if schema is None:
-        return
+    columns = {} if schema is None else {f.name: _DUCK_TYPES[str(f.type)] for f in schema}
+    columns.update(LATE_COLUMNS.get(kind, {}))
     have = {row[0] for row in con.execute(f"DESCRIBE raw_{kind}").fetchall()}
-    for field in schema:
-        if field.name not in have:
-            kind_type = _DUCK_TYPES[str(field.type)]
-            execute(con, f'ALTER TABLE raw_{kind} ADD COLUMN "{field.name}" {kind_type}')
-        if field.name in BACKFILL:
-            execute(con, f'UPDATE raw_{kind} SET "{field.name}" = {BACKFILL[field.name]} '
-                         f'WHERE "{field.name}" IS NULL')
+    for name, duck_type in columns.items():
+        if name not in have:
+            execute(con, f'ALTER TABLE raw_{kind} ADD COLUMN "{name}" {duck_type}')
+        if name in BACKFILL:
+            execute(con, f'UPDATE raw_{kind} SET "{name}" = {BACKFILL[name]} '
+                         f'WHERE "{name}" IS NULL')
 
 
 def _run_script(con: duckdb.DuckDBPyConnection, path: Path) -> None:

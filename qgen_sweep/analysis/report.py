@@ -327,17 +327,42 @@ def _md_paired(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _md_table2(rows: list[dict[str, Any]]) -> list[str]:
+    """One row per arch (all its models), then per depth x width where an arch has several."""
     precisions = list(dict.fromkeys(r["precision"] for r in rows))
+    shapes: dict[str, set] = {}
+    for r in rows:
+        if r["depth"] is not None:
+            shapes.setdefault(r["arch"], set()).add((r["depth"], r["width"]))
     cells: dict[tuple, dict[str, str]] = {}
     for r in rows:
-        arch = ("all",) if r["depth"] is None else (r["depth"], r["width"])
-        cells.setdefault(arch, {})[r["precision"]] = _pm(r["l2_norm_mean"], r["l2_norm_std"], 2)
+        if r["depth"] is not None and len(shapes.get(r["arch"], ())) < 2:
+            continue  # one shape only (a backbone): its "all" row says it
+        key = (r["arch"],) if r["depth"] is None else (r["arch"], r["depth"], r["width"])
+        cells.setdefault(key, {})[r["precision"]] = _pm(r["l2_norm_mean"], r["l2_norm_std"], 2)
     body = [
-        ["all" if arch == ("all",) else f"depth {arch[0]} x width {arch[1]}"]
+        [key[0] if len(key) == 1 else f"{key[0]} depth {key[1]} x width {key[2]}"]
         + [values.get(p, "-") for p in precisions]
-        for arch, values in cells.items()
+        for key, values in cells.items()
     ]
     return _md_table(["models", *precisions], body)
+
+
+def _md_table3(rows: list[dict[str, Any]]) -> list[str]:
+    """One table per (sweep, dataset, arch, measure settings), headed by what produced it."""
+    if not rows:
+        return ["(no rows)"]
+    lines: list[str] = []
+    groups = dict.fromkeys((r["sweep"], r["dataset"], r.get("arch"), r.get("settings"))
+                           for r in rows)
+    for sweep, dataset, arch, settings in groups:
+        group = [r for r in rows if (r["sweep"], r["dataset"], r.get("arch"),
+                                     r.get("settings")) == (sweep, dataset, arch, settings)]
+        lines += [f"{sweep}, {dataset}, {arch}; measure settings: {settings}", ""]
+        body = [[r["measure"], *(_num(r[p], 4) for p in ("FP32", "Int8", "Int4", "Int2")),
+                 str(r["models"]), r["lowest"] or "-"] for r in group]
+        lines += _md_table(["measure", "FP32", "Int8", "Int4", "Int2", "models", "lowest"], body)
+        lines.append("")
+    return lines[:-1]
 
 
 def _md_generic(rows: list[dict[str, Any]]) -> list[str]:
@@ -376,7 +401,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     for section in report.get("sections", []):
         note = f" ({collapsed_note(report)})" if section.get("statistics") else ""
-        lines += [f"## {section['title']}{note}", "", *_md_generic(report[section["key"]]), ""]
+        render = _md_table3 if section["key"] == "table3" else _md_generic
+        lines += [f"## {section['title']}{note}", "", *render(report[section["key"]]), ""]
     for path in report.get("plots", []):
         lines.append(f"figure: {path}")
     return "\n".join(lines).rstrip() + "\n"

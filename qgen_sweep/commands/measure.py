@@ -62,9 +62,9 @@ def _settings(options: dict[str, Any], families: tuple[str, ...], device: str) -
     from qgen_sweep.measures.run import MeasureSettings
     from qgen_sweep.measures.search import SearchSettings
 
-    search_keys = {"noise", "seed", "iterations", "mc_samples", "restarts", "ascent_steps",
-                   "ascent_lr", "ascent_batch_size", "tolerance", "target_drop", "mc_chunk",
-                   "magnitude_eps"}
+    search_keys = {"noise", "bn_affine", "seed", "iterations", "mc_samples", "restarts",
+                   "ascent_steps", "ascent_lr", "ascent_batch_size", "tolerance", "target_drop",
+                   "mc_chunk", "magnitude_eps"}
     search = SearchSettings(**{k: v for k, v in options.items() if k in search_keys})
     settings = MeasureSettings(search=search, families=families, delta=options["delta"],
                                eval_batch_size=options["eval_batch_size"], device=device,
@@ -99,15 +99,20 @@ def _run_local(results_dir: str, trials, settings, on_result, progress) -> list[
 @click.option("--where", default=None, help='One SQL condition on the trials view\'s columns, '
               'e.g. "bits = 2 AND optimizer = \'sgd\'" (read-only, like query).')
 @click.option("--noise", type=click.Choice(["reference", "jiang"]), default="reference",
-              show_default=True, help="Gaussian noise scale convention (science.md).")
+              show_default=True, help="Gaussian noise scale convention (docs/science.md).")
+@click.option("--bn-affine", type=click.Choice(["perturb", "fixed"]), default="perturb",
+              show_default=True, help="Perturb the folded biases that carry each BN's shift "
+              "(perturb, as the reference code) or only the conv/linear weights (fixed).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--iterations", type=int, default=15, show_default=True, help="Bisection steps.")
 @click.option("--mc-samples", type=int, default=10, show_default=True,
               help="Gaussian samples per PAC-Bayes bisection step.")
 @click.option("--restarts", type=int, default=10, show_default=True,
               help="Gradient-ascent restarts per sharpness bisection step.")
-@click.option("--ascent-steps", type=int, default=20, show_default=True)
-@click.option("--ascent-lr", type=float, default=0.01, show_default=True)
+@click.option("--ascent-steps", type=int, default=20, show_default=True,
+              help="Gradient-ascent steps per sharpness restart (paper appendix B.2: 20).")
+@click.option("--ascent-lr", type=float, default=1e-4, show_default=True,
+              help="Sharpness gradient-ascent learning rate (paper appendix B.2: 0.0001).")
 @click.option("--ascent-batch-size", type=int, default=128, show_default=True,
               help="Examples per gradient-ascent step.")
 @click.option("--target-drop", type=float, default=0.1, show_default=True,

@@ -6,9 +6,17 @@ over the data instead of K passes of deep-copied modules (performance.md: per-op
 arithmetic, limits these small networks). For a plain conv network (conv, BN, ReLU, pooling,
 flatten: what fold.py produces) the copies live side by side in the channel axis, (B, K * C, H, W):
 the first conv is one conv with K * O output channels over the shared input, every later conv a
-grouped conv with K groups, and BN, ReLU and pooling act per channel anyway. Any other module runs
-under torch.func.functional_call + vmap, which is general but slower (some ops, e.g. adaptive
-pooling, have no batching rule). The data stay resident on the device; batches are slices.
+grouped conv with K groups, and BN, ReLU and pooling act per channel anyway. Any other module (the
+folded GraphModule of a ResNet, MobileNet or VGG) runs the K parameter sets through
+torch.func.functional_call, either under vmap (one batched call: grouped convs on a GPU) or one
+copy after the other without copying the module; `GENERIC_MODES`, "auto" times one batch both
+ways once and keeps the faster (on the CPU vmap's grouped depthwise convs can be slower than a
+loop). The data stay resident on the device; batches are slices.
+
+Which parameters are perturbed (`perturb`, the measure setting `bn_affine`): "all" (the
+reference code's choice: every parameter of the folded network, so also the biases that carry
+each folded BN's shift, and any BN that could not be folded) or "weights" (only the conv and
+linear weights, the vector w of the bounds).
 
 `NaiveEvaluator` is the reference implementation's way (one deep copy per sample, one pass each);
 it exists as the side-by-side baseline of benchmarks/bench_measures.py and as a test oracle.
@@ -17,6 +25,7 @@ it exists as the side-by-side baseline of benchmarks/bench_measures.py and as a 
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 
 import torch
@@ -37,22 +46,43 @@ class PassCounter:
         return self.examples / m
 
 
+PERTURB = ("all", "weights")
+GENERIC_MODES = ("auto", "vmap", "loop")
+
+
+def perturbed_names(module: nn.Module, perturb: str) -> list[str]:
+    """Names of the parameters the noise goes on ("all", or "weights": conv / linear weights)."""
+    if perturb not in PERTURB:
+        raise ValueError(f"perturb must be one of {PERTURB}, got {perturb!r}")
+    if perturb == "all":
+        return [n for n, _ in module.named_parameters()]
+    weights = {f"{name}.weight" if name else "weight" for name, m in module.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))}
+    return [n for n, _ in module.named_parameters() if n in weights]
+
+
 class BatchedEvaluator:
     """Accuracy and loss of K perturbed copies of `module` over (x, y), K copies per forward.
 
-    `module` is put in eval mode (BN statistics, if any, are read, never updated). Parameters are
-    the module's named parameters; a perturbation is a dict name -> (K, *shape) tensor added to
-    them. Buffers are shared by all copies.
+    `module` is put in eval mode (BN statistics, if any, are read, never updated). `base` holds
+    the parameters that are perturbed (see `perturb`), `fixed` the others; a perturbation is a
+    dict name -> (K, *shape) tensor added to `base`. Buffers are shared by all copies.
     """
 
-    def __init__(self, module: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> None:
+    def __init__(self, module: nn.Module, x: Tensor, y: Tensor, batch_size: int,
+                 perturb: str = "all", generic: str = "auto") -> None:
+        if generic not in GENERIC_MODES:
+            raise ValueError(f"generic must be one of {GENERIC_MODES}, got {generic!r}")
         self.module = module.eval()
         self.x, self.y = x, y
         self.batch_size = batch_size
-        self.base: Params = {n: p.detach() for n, p in module.named_parameters()}
+        names = set(perturbed_names(module, perturb))
+        params = {n: p.detach() for n, p in module.named_parameters()}
+        self.base: Params = {n: p for n, p in params.items() if n in names}
+        self.fixed: Params = {n: p for n, p in params.items() if n not in names}
         self.buffers: Params = {n: b.detach() for n, b in module.named_buffers()}
         self.counter = PassCounter()
-        self.stacked = supports_stacking(module)
+        self.mode = "stacked" if supports_stacking(module) else generic
 
     @property
     def m(self) -> int:
@@ -60,16 +90,37 @@ class BatchedEvaluator:
 
     def logits(self, params: Params, xb: Tensor) -> Tensor:
         """(K, B, classes) logits of the K parameter sets in `params` on the batch `xb`."""
-        if self.stacked:
-            return stacked_forward(self.module, params, self.buffers, xb)
+        copies = next(iter(params.values())).shape[0]
+        if self.mode == "stacked":
+            fixed = {n: p.unsqueeze(0).expand(copies, *p.shape) for n, p in self.fixed.items()}
+            return stacked_forward(self.module, {**params, **fixed}, self.buffers, xb)
+        if self.mode == "auto":
+            self.mode = self._faster(params, xb)
 
         def one(p: Params) -> Tensor:
-            return functional_call(self.module, (p, self.buffers), (xb,))
+            return functional_call(self.module, ({**p, **self.fixed}, self.buffers), (xb,))
 
-        return vmap(one)(params)
+        if self.mode == "vmap":
+            return vmap(one)(params)
+        return torch.stack([one({n: t[k] for n, t in params.items()}) for k in range(copies)])
+
+    def _faster(self, params: Params, xb: Tensor) -> str:
+        """Time one batch under vmap and as a loop (after a warm-up each); the faster wins."""
+        times = {}
+        sync = torch.cuda.synchronize if xb.is_cuda else (lambda: None)
+        with torch.no_grad():
+            for mode in ("vmap", "loop"):
+                self.mode = mode
+                self.logits(params, xb)  # warm-up: kernel selection, allocations
+                sync()
+                started = time.perf_counter()
+                self.logits(params, xb)
+                sync()
+                times[mode] = time.perf_counter() - started
+        return min(times, key=times.__getitem__)
 
     def perturbed(self, noise: Params) -> Params:
-        """Base parameters plus a stacked perturbation (K, *shape) per name."""
+        """Perturbed parameters plus a stacked perturbation (K, *shape) per name."""
         return {n: self.base[n].unsqueeze(0) + noise[n] for n in self.base}
 
     @torch.no_grad()
@@ -106,11 +157,13 @@ class BatchedEvaluator:
 class NaiveEvaluator:
     """Baseline: one deep copy of the module per perturbed sample, one data pass each."""
 
-    def __init__(self, module: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> None:
+    def __init__(self, module: nn.Module, x: Tensor, y: Tensor, batch_size: int,
+                 perturb: str = "all") -> None:
         self.module = module.eval()
         self.x, self.y = x, y
         self.batch_size = batch_size
-        self.base: Params = {n: p.detach() for n, p in module.named_parameters()}
+        names = set(perturbed_names(module, perturb))
+        self.base: Params = {n: p.detach() for n, p in module.named_parameters() if n in names}
         self.counter = PassCounter()
 
     @property
@@ -124,7 +177,8 @@ class NaiveEvaluator:
         for k in range(copies):
             clone = copy.deepcopy(self.module)
             for name, param in clone.named_parameters():
-                param.add_(noise[name][k])
+                if name in noise:
+                    param.add_(noise[name][k])
             correct = 0
             for start in range(0, self.m, self.batch_size):
                 logits = clone(self.x[start : start + self.batch_size])

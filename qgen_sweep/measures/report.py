@@ -31,9 +31,10 @@ def _lowest(row: dict[str, Any]) -> str | None:
 
 
 def table3(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    """One row per (sweep, dataset, measure): mean normalised value per precision (FP32, Int8,
-    Int4, Int2), the number of measured models, and `lowest`, the precision with the lowest mean
-    (the paper marks it in bold)."""
+    """One row per (sweep, dataset, arch, settings, measure): mean normalised value per precision
+    (FP32, Int8, Int4, Int2), the number of measured models, and `lowest`, the precision with the
+    lowest mean (the paper marks it in bold). `settings` names the measure settings (noise
+    convention, bn_affine, ascent lr and steps, restarts, MC samples) behind the numbers."""
     rows = _fetch(con, "SELECT * FROM measures_table3")
     return [{**row, "lowest": _lowest(row)} for row in rows]
 

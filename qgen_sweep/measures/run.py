@@ -21,10 +21,11 @@ import torch
 
 from qgen_sweep.errors import UsageError
 from qgen_sweep.measures import bounds
-from qgen_sweep.measures.fold import conv_weight_vector, plain_network
+from qgen_sweep.measures.fold import plain_network, weight_vector
 from qgen_sweep.measures.perturb import BatchedEvaluator
 from qgen_sweep.measures.schema import FAMILIES, MEASURE_NAMES, MEASURE_SCHEMA, SEARCHES
 from qgen_sweep.measures.search import (
+    BN_AFFINE,
     NOISE_CONVENTIONS,
     SearchResult,
     SearchSettings,
@@ -62,6 +63,9 @@ class MeasureSettings:
                        f"{','.join(self.families)!r}")
         if s.noise not in NOISE_CONVENTIONS:
             out.append(f"noise must be one of {', '.join(NOISE_CONVENTIONS)}, but got {s.noise!r}")
+        if s.bn_affine not in BN_AFFINE:
+            out.append(f"bn_affine must be one of {', '.join(BN_AFFINE)}, but got "
+                       f"{s.bn_affine!r}")
         for name in ("iterations", "mc_samples", "restarts", "ascent_batch_size", "mc_chunk"):
             if getattr(s, name) < 1:
                 out.append(f"{name} must be >= 1, but got {getattr(s, name)}")
@@ -119,7 +123,8 @@ def measure_networks(
     earlier (a previous run with other families), which are reused for their bounds.
     """
     scales = dict(scales or {})
-    evaluator = BatchedEvaluator(trained, x, y, settings.eval_batch_size)
+    evaluator = BatchedEvaluator(trained, x, y, settings.eval_batch_size,
+                                 perturb=BN_AFFINE[settings.search.bn_affine])
     acc0 = evaluator.clean_accuracy()
     row: dict[str, Any] = {"acc0": acc0}
     for name, (family, _) in SEARCHES.items():
@@ -129,7 +134,7 @@ def measure_networks(
         scales[name] = result.value
         row.update({f"{name}_drop": result.drop, f"{name}_iterations": result.iterations,
                     f"{name}_converged": result.converged})
-    w, w0 = conv_weight_vector(trained).double().cpu(), conv_weight_vector(init).double().cpu()
+    w, w0 = weight_vector(trained).double().cpu(), weight_vector(init).double().cpu()
     m = int(y.shape[0])
     raw = bounds.all_bounds(w, w0, m, settings.search.magnitude_eps, settings.delta, scales)
     row.update(raw)
@@ -164,8 +169,8 @@ def done_families(row: dict[str, Any] | None) -> set[str]:
 
 def _settings_columns(settings: MeasureSettings) -> dict[str, Any]:
     s = settings.search
-    keep = ("noise", "seed", "iterations", "target_drop", "tolerance", "mc_samples", "restarts",
-            "ascent_steps", "ascent_lr", "ascent_batch_size", "magnitude_eps")
+    keep = ("noise", "bn_affine", "seed", "iterations", "target_drop", "tolerance", "mc_samples",
+            "restarts", "ascent_steps", "ascent_lr", "ascent_batch_size", "magnitude_eps")
     return {**{k: getattr(s, k) for k in keep}, "delta": settings.delta,
             "settings_json": json.dumps(settings.to_dict(), sort_keys=True)}
 

@@ -63,6 +63,7 @@ MEASURE_SCHEMA = pa.schema(
         ("sharpness_mag_flatness", pa.float64()),  # 1 / alpha'^2
         # Settings, so every value can be traced and recomputed.
         ("noise", pa.string()),  # "reference" | "jiang"
+        ("bn_affine", pa.string()),  # "perturb" | "fixed": are the folded biases perturbed
         ("seed", pa.int64()),
         ("iterations", pa.int32()),
         ("target_drop", pa.float64()),

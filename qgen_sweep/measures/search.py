@@ -10,12 +10,18 @@ early once the training-accuracy drop |acc0 - acc(scale)| is within `tolerance` 
 - sigma': the same with a per-element scale proportional to |w_i| plus eps (1e-3).
 - alpha: worst accuracy over `restarts` projected gradient ascents in the box |u_i| <= alpha, each
   starting from uniform noise in half the box and taking `ascent_steps` (20) steps of `ascent_lr`
-  (0.01) on the training loss, clamped back into the box after every step, model in eval mode.
+  (1e-4, SGD, the paper's appendix B.2) on the training loss, clamped back into the box after
+  every step, model in eval mode.
 - alpha': the same in the box |u_i| <= alpha' |w_i| + eps.
 
 Noise convention (PAC-Bayes only; the sharpness box is the same in both): `reference` uses
 sigma^2 as the standard deviation and sigma'^2 w_i^2 + eps^2 for the magnitude-aware one, as the
 reference code does; `jiang` uses sigma and sqrt(sigma'^2 w_i^2 + eps^2) (Jiang et al.'s text).
+
+What is perturbed (`bn_affine`): after folding, what is left of each BN is its per-channel shift
+inside the folded bias (its scale is inside the weight). `perturb` (default, as the reference
+code, which perturbs the BN parameters) puts noise on every parameter of the folded network,
+biases included; `fixed` only on the conv and linear weights.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from torch import Tensor
 from qgen_sweep.measures.perturb import BatchedEvaluator, NaiveEvaluator, Params
 
 NOISE_CONVENTIONS = ("reference", "jiang")
+BN_AFFINE = {"perturb": "all", "fixed": "weights"}  # setting -> BatchedEvaluator(perturb=...)
 # Distinct generator streams per search, so recomputing one search alone gives the same value.
 SEARCH_STREAMS = {"pacbayes": 0, "pacbayes_mag": 1, "sharpness": 2, "sharpness_mag": 3}
 _STREAM_STRIDE = 1_000_003  # a prime: seeds of different trials and streams never coincide
@@ -47,14 +54,15 @@ class SearchSettings:
     # Sharpness restarts per bisection step: 10 makes 4 searches x 15 steps x 10 = 600 training-set
     # evaluations per model, the paper's "~600" figure (science.md "Cost").
     restarts: int = 10
-    ascent_steps: int = 20
-    ascent_lr: float = 0.01
+    ascent_steps: int = 20  # the paper's appendix B.2: 20 ascent iterations
+    ascent_lr: float = 1e-4  # the paper's appendix B.2: SGD at 0.0001
     # Examples per ascent step (one minibatch per step): the paper's training batch size (B.3).
     # The paper's ~600 training-set evaluations per model leave little room for the ascent, so
     # its steps are minibatches, not passes; 128 keeps them cheap even on small sets (digits).
     ascent_batch_size: int = 128
     magnitude_eps: float = 1e-3
     noise: str = "reference"
+    bn_affine: str = "perturb"  # a key of BN_AFFINE (see the module docstring)
     seed: int = 0
     mc_chunk: int = 10  # perturbed copies per forward pass (memory vs speed)
 
