@@ -156,3 +156,16 @@ def test_an_output_path_that_cannot_be_written_is_a_usage_error(known, tmp_path)
                              "--format", fmt, "--output", str(output))
             assert result.code == 2 and not result.crashed, result.stderr
             assert "--output" in result.stderr and len(result.error_lines) == 1
+
+
+def test_deep_expressions_are_checked_without_a_traceback(known):
+    deep_but_fine = "SELECT " + "1+" * 900 + "1 AS x"
+    result = run_cli("query", "--results-dir", str(known), deep_but_fine, "--format", "csv")
+    assert result.code == 0, result.stderr
+    assert result.stdout.splitlines() == ["x", "901"]
+    for sql in ("SELECT " + "(" * 5000 + "1" + ")" * 5000, "SELECT " + "1+" * 5000 + "1"):
+        too_deep = run_cli("query", "--results-dir", str(known), sql)
+        assert too_deep.code == 2 and not too_deep.crashed and len(too_deep.error_lines) == 1
+    where = run_cli("measure", "known", "--results-dir", str(known), "--backend", "local",
+                    "--where", "+".join(["1"] * 5000) + " = 2")
+    assert where.code == 2 and not where.crashed and len(where.stderr) < 600

@@ -20,6 +20,7 @@ Every refusal and every DuckDB error of the user's SQL is a UsageError (exit 2):
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ _EXPLAIN_WORDS = {"EXPLAIN", "ANALYZE", "ANALYSE"}
 T = TypeVar("T")
 _PARSER: list[duckdb.DuckDBPyConnection] = []  # one connection that only parses (~60 ms to open)
 _PARSER_LOCK = threading.Lock()
+_JSON_DEPTH = 20_000  # recursion limit while reading a parse tree (see _load_json)
 
 
 def _parser() -> duckdb.DuckDBPyConnection:
@@ -70,20 +72,28 @@ def one_line(error: BaseException) -> str:
 
 
 # ---- what a statement is -----------------------------------------------------------------------
+def shown(text: str, limit: int = 120) -> str:
+    """repr(text) cut to `limit` characters, for one-line messages about arbitrary SQL."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= limit else quoted[: limit - 5] + " ...'"
+
+
 def _node_types(tree: Any) -> Iterator[str]:
-    """Every query-node type in a json_serialize_sql tree (a `type` ending in _NODE)."""
-    if isinstance(tree, dict):
-        kind = tree.get("type")
-        if isinstance(kind, str) and kind.endswith("_NODE"):
-            yield kind
-        for value in tree.values():
-            yield from _node_types(value)
-    elif isinstance(tree, list):
-        for value in tree:
-            yield from _node_types(value)
+    """Every query-node type in a json_serialize_sql tree (a `type` ending in _NODE), found
+    without recursion (an expression may nest ~1,000 deep)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if isinstance(kind, str) and kind.endswith("_NODE"):
+                yield kind
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
-def _writes_in_tree(sql: str) -> list[str]:
+def _writes_in_tree(sql: str, what: str = "query") -> list[str]:
     """Data-modifying query nodes anywhere inside one SELECT statement (CTEs, subqueries).
 
     A statement whose tree DuckDB cannot serialise is refused: what cannot be checked does not run.
@@ -91,11 +101,26 @@ def _writes_in_tree(sql: str) -> list[str]:
     with _PARSER_LOCK:
         text = _parser().execute("SELECT json_serialize_sql($sql::VARCHAR)",
                                  {"sql": sql}).fetchone()[0]
-    tree = json.loads(text)
+        tree = _load_json(text, what)
     if tree.get("error"):
-        raise UsageError(f"query could not be checked as read-only: {tree.get('error_message')} "
+        raise UsageError(f"{what} could not be checked as read-only: {tree.get('error_message')} "
                          "(write one SELECT statement)")
     return sorted({kind for kind in _node_types(tree) if kind not in _READ_NODES})
+
+
+def _load_json(text: str, what: str) -> dict[str, Any]:
+    """json.loads of a parse tree. DuckDB caps expressions at 1,000 levels (max_expression_depth),
+    a few JSON levels each: more than Python's default recursion limit allows json to read, so
+    the limit is raised while reading (under _PARSER_LOCK)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, _JSON_DEPTH))
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UsageError(f"{what} is nested too deeply to be checked as read-only; write it with "
+                         "fewer nested expressions") from None
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _explained(sql: str) -> str:
@@ -172,12 +197,12 @@ def where_expression(where: str, flag: str = "--where") -> duckdb.Expression:
     try:
         expression = duckdb.SQLExpression(where)
     except (duckdb.Error, ValueError) as error:
-        raise UsageError(f"{flag} must be one SQL condition {example}, but {where!r} is not: "
-                         f"{one_line(error)}") from error
-    writes = _writes_in_tree(f"SELECT 1 WHERE ({expression}\n)")
+        raise UsageError(f"{flag} must be one SQL condition {example}, but {shown(where)} is "
+                         f"not: {one_line(error)}") from error
+    writes = _writes_in_tree(f"SELECT 1 WHERE ({expression}\n)", flag)
     if writes:
-        raise UsageError(f"{flag} is read-only: {where!r} holds a data-modifying statement "
-                         f"({', '.join(writes)})")
+        raise UsageError(f"{flag} is read-only: {shown(where)} holds a data-modifying "
+                         f"statement ({', '.join(writes)})")
     return expression
 
 
@@ -261,9 +286,9 @@ def select_where(con: duckdb.DuckDBPyConnection, view: str, where: str | None,
         return [dict(zip(columns, row, strict=True)) for row in relation.fetchall()]
 
     try:
-        return with_timeout(con, timeout, work, f"{flag} {where!r}")
+        return with_timeout(con, timeout, work, f"{flag} {shown(where or '')}")
     except UsageError as error:
         if expression is None or "time limit" in str(error) or "memory" in str(error):
             raise
         raise UsageError(f"{flag} must be a SQL condition on the {view} columns (e.g. "
-                         f"\"bits = 2\"), but {where!r} failed: {error}") from None
+                         f"\"bits = 2\"), but {shown(where)} failed: {error}") from None
