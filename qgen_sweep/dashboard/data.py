@@ -31,24 +31,34 @@ AXES = ("arch", "optimizer", "lr", "weight_decay", "depth", "width", "bits")  # 
 _TRIAL_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-def fingerprint(roots: Iterable[Path], kinds: Iterable[str]) -> str:
-    """A short hash of (path, mtime, size) of every file of `kinds` in the stores (plus the plan
-    and the lock holder): it changes whenever a row lands or a launch starts or stops."""
+def fingerprints(roots: Iterable[Path], groups: dict[str, Iterable[str]]) -> dict[str, str]:
+    """One short hash per group of kinds, of (path, mtime, size) of every file of those kinds in
+    the stores (every group also covers plan.parquet and the lock holder): a group's hash
+    changes whenever one of its rows lands or a launch starts or stops. One pass over the files
+    for every group: the page polls this every 2 s."""
     from qgen_sweep.store import ResultsStore
 
-    digest = hashlib.sha256()
+    digests = {name: hashlib.sha256() for name in groups}
     for root in roots:
         store = ResultsStore(root)
-        paths = [store.plan_path, root / ".lock.json"]
-        for kind in kinds:
-            paths += [] if kind == "plan" else list(store.files(kind))
-        for path in paths:
-            try:
-                st = path.stat()
-            except FileNotFoundError:
-                continue
-            digest.update(f"{path}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
-    return digest.hexdigest()[:16]
+        listed: dict[str, list[Path]] = {}
+        for name, kinds in groups.items():
+            paths = [store.plan_path, root / ".lock.json"]
+            for kind in kinds:
+                if kind != "plan":
+                    paths += listed.setdefault(kind, list(store.files(kind)))
+            for path in paths:
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue
+                digests[name].update(f"{path}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
+    return {name: digest.hexdigest()[:16] for name, digest in digests.items()}
+
+
+def fingerprint(roots: Iterable[Path], kinds: Iterable[str]) -> str:
+    """The hash of one group of kinds (see `fingerprints`)."""
+    return fingerprints(roots, {"kinds": tuple(kinds)})["kinds"]
 
 
 def _clean(value: Any) -> Any:
@@ -87,20 +97,25 @@ class DashboardData:
     def roots(self) -> list[Path]:
         return [s.root for s in self.stores]
 
+    def _keys(self) -> dict[str, str]:
+        return fingerprints(self.roots, {"summary": SUMMARY_KINDS, "epochs": ("epochs",)})
+
     def version(self) -> str:
         """Changes whenever anything the page shows may have changed."""
-        return fingerprint(self.roots, (*SUMMARY_KINDS, "epochs"))
+        keys = self._keys()
+        return keys["summary"][:8] + keys["epochs"][:8]
 
     def state(self) -> dict[str, Any]:
         """Everything but the loss curves: progress, running trials, tables, gap, measures,
         trials for the parallel coordinates and the curve selector."""
+        keys = self._keys()
         with self._lock:
-            key = fingerprint(self.roots, SUMMARY_KINDS)
-            if self._summary is None or self._summary[0] != key:
-                self._summary = (key, self._build_summary())
+            if self._summary is None or self._summary[0] != keys["summary"]:
+                self._summary = (keys["summary"], self._build_summary())
             running = self._running()
             summary = self._summary[1]
-        return _clean({**summary, "version": self.version(), "running": running,
+        version = keys["summary"][:8] + keys["epochs"][:8]
+        return _clean({**summary, "version": version, "running": running,
                        "progress": _with_running(summary["progress"], running)})
 
     def curves(self, trial_ids: list[str]) -> dict[str, Any]:
