@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+# Files a test wants a person to look at (screenshots): conftest lists them after the run.
+ARTIFACTS: list[str] = []
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 # Flags that work in this container; every host but the local one resolves to nothing, so a page

@@ -17,8 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from browser_helpers import chromium, console_errors, wait_for
-from conftest import ARTIFACTS
+from browser_helpers import ARTIFACTS, chromium, console_errors, wait_for
 from test_analysis import _trial_row, _write_measures, build_known_store, config
 
 from qgen_sweep.backends.runner import _start_attempt
