@@ -57,6 +57,7 @@ from qgen_sweep.trial.config import (
     BITS,
     COMPILE_MODES,
     DATASETS,
+    DECODE_MODES,
     FIRST_LAST_POLICIES,
     OPTIMIZERS,
     RUNTIME_DTYPES,
@@ -105,11 +106,11 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # runtime.device, measure 
 RUNTIME_FIELDS: dict[str, str] = {
     "device": _STR, "data_dir": _STR, "download": "boolean", "eval_batch_size": _INT,
     "eval_test_every": _INT, "compile": _STR, "channels_last": "boolean", "threads": _INT,
-    "dtype": _STR,
+    "dtype": _STR, "data_workers": _INT, "decode": _STR,
 }
 RESOURCE_FIELDS: dict[str, str] = {
     "cpu": _FLOAT, "gpu": _FLOAT, "max_concurrent": _INT, "max_failures": _INT,
-    "engine": _STR, "bundle_size": _INT,
+    "engine": _STR, "bundle_size": _INT, "gpus_per_trial": _INT,
 }
 ENGINES = ("single", "fused")  # fused: trials of one architecture trained as one network
 
@@ -124,6 +125,9 @@ class Resources:
     max_failures: int = 2  # retries per trial after its first failed attempt (Ray FailureConfig)
     engine: str = "single"  # "fused": bundles of up to bundle_size trials per task
     bundle_size: int = 8  # members per fused bundle (resources above are per bundle then)
+    # N >= 1: one trial = N data-parallel workers (DDP through Ray Train), one GPU and `cpu`
+    # CPUs each; the trial computes what one process with the same global batch computes.
+    gpus_per_trial: int = 0
 
 
 @dataclass(frozen=True)
@@ -518,18 +522,24 @@ def _parse_resources(problems: _Problems, table: Any) -> Resources:
         "max_failures": (lambda v: v >= 0, ">= 0 (retries after the first failed attempt)"),
         "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
         "bundle_size": (lambda v: v >= 1, ">= 1 (trials trained together in one fused bundle)"),
+        "gpus_per_trial": (lambda v: v >= 0, ">= 0 (0 = one process per trial; N = N "
+                                             "data-parallel workers with a GPU each)"),
     }
     for name, value in list(values.items()):
         check, rule = rules[name]
         if not check(value):
             problems.add(f"resources.{name}", f"must be {rule}, but got {_show(value)}")
             del values[name]
+    if values.get("gpus_per_trial", 0) and values.get("engine") == "fused":
+        problems.add("resources.gpus_per_trial", "data-parallel trials cannot be fused bundles; "
+                                                 "set engine = \"single\" or gpus_per_trial = 0")
     return Resources(**values)
 
 
 def _parse_runtime(problems: _Problems, table: Any) -> TrialRuntime:
     values = _parse_table(problems, "runtime", table, RUNTIME_FIELDS)
-    for name, low in (("eval_batch_size", 1), ("threads", 1), ("eval_test_every", 0)):
+    for name, low in (("eval_batch_size", 1), ("threads", 1), ("eval_test_every", 0),
+                      ("data_workers", 0)):
         if name in values and values[name] < low:
             problems.add(f"runtime.{name}", f"must be an integer >= {low}, but got "
                                             f"{values[name]!r}")
@@ -538,7 +548,8 @@ def _parse_runtime(problems: _Problems, table: Any) -> TrialRuntime:
         problems.add("runtime.device", f"{_show(values['device'])} is not allowed; allowed: "
                                        "auto, cpu, cuda, cuda:N (N = 0, 1, ...)")
         del values["device"]
-    for name, allowed in (("dtype", RUNTIME_DTYPES), ("compile", COMPILE_MODES)):
+    for name, allowed in (("dtype", RUNTIME_DTYPES), ("compile", COMPILE_MODES),
+                          ("decode", DECODE_MODES)):
         if name in values and values[name] not in allowed:
             problems.add(f"runtime.{name}",
                          f"{_show(values[name])} is not allowed; allowed: {', '.join(allowed)}")

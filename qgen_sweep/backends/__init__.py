@@ -34,3 +34,6 @@ class RunSettings:
     max_concurrent: int  # 0 = as many as resources allow
     max_failures: int  # retries after the first failed attempt
     address: str | None = None  # Ray cluster address; None = start a local one
+    # > 0: each trial is that many data-parallel workers with one GPU each (Ray Train;
+    # backends/ray_ddp.py), `cpu` each; 0: one process per trial with `cpu` and `gpu`
+    gpus_per_trial: int = 0

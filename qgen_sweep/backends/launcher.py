@@ -97,8 +97,13 @@ def settings_for(spec: SweepSpec, options: LaunchOptions) -> RunSettings:
     concurrent = res.max_concurrent if options.max_concurrent is None else options.max_concurrent
     if concurrent < 0:
         raise UsageError(f"--max-concurrent must be >= 0 (0 = no limit), but got {concurrent}")
+    if res.gpus_per_trial and options.backend == "local":
+        raise UsageError(f"resources.gpus_per_trial = {res.gpus_per_trial} runs each trial on "
+                         f"several data-parallel workers through Ray; use --backend ray, or set "
+                         f"resources.gpus_per_trial = 0")
     return RunSettings(cpu=res.cpu, gpu=res.gpu, max_concurrent=concurrent,
-                       max_failures=res.max_failures, address=options.address)
+                       max_failures=res.max_failures, address=options.address,
+                       gpus_per_trial=res.gpus_per_trial)
 
 
 def run_sweep(spec: SweepSpec, options: LaunchOptions, command: str,

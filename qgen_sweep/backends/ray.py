@@ -65,8 +65,14 @@ def effective_gpu(settings: RunSettings, cluster: dict[str, float], note) -> flo
     return settings.gpu
 
 
-def _trainable(config: dict[str, Any], ctx: RunContext) -> None:
-    """The Tune function trainable: one attempt of one trial (runs in a Ray worker)."""
+def _trainable(config: dict[str, Any], ctx: RunContext, parallel=None) -> None:  # noqa: ANN001
+    """The Tune function trainable: one attempt of one trial (runs in a Ray worker); with
+    `parallel` (ray_ddp.Parallel), the driver of that attempt's data-parallel workers."""
+    if parallel is not None:
+        from qgen_sweep.backends.ray_ddp import run_parallel
+
+        tune.report(run_parallel(config["task"], ctx, parallel))
+        return
     tune.report(run_one(config["task"], ctx))
 
 
@@ -137,10 +143,17 @@ def run_ray(tasks: list[dict[str, Any]], ctx: RunContext, settings: RunSettings,
     progress.phase("starting Ray...")
     cluster = init_ray(settings.address)
     progress.phase("waiting for the first trial...")
-    gpu = effective_gpu(settings, cluster, progress.note)
     store = ResultsStore(ctx.store_root)
-    trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx),
-                                    {"cpu": settings.cpu, "gpu": gpu})
+    if settings.gpus_per_trial:  # each trial drives its own Ray Train workers (ray_ddp.py)
+        from qgen_sweep.backends.ray_ddp import DRIVER_CPU, plan_parallel
+
+        parallel = plan_parallel(settings.gpus_per_trial, settings.cpu, cluster, progress.note)
+        trainable = tune.with_resources(
+            tune.with_parameters(_trainable, ctx=ctx, parallel=parallel), {"cpu": DRIVER_CPU})
+    else:
+        gpu = effective_gpu(settings, cluster, progress.note)
+        trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx),
+                                        {"cpu": settings.cpu, "gpu": gpu})
     tuner = tune.Tuner(
         trainable,
         param_space={"task": tune.grid_search(tasks)},

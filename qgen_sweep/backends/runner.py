@@ -72,6 +72,17 @@ def _attempt(task: dict[str, Any], ctx: RunContext, store: ResultsStore, config:
         raise
 
 
+def run_follower(task: dict[str, Any], ctx: RunContext) -> None:
+    """A data-parallel rank other than 0: trains the trial alongside rank 0 (the same checkpoint
+    directory, from which every rank continues) and writes nothing; rank 0 runs `run_one`."""
+    store = ResultsStore(ctx.store_root)
+    if store.final_row(task["trial_id"], int(task["bits"]), columns=["status"]) is not None:
+        return
+    runtime = TrialRuntime(**ctx.runtime)
+    config = TrialConfig.from_dict(task["config"])
+    load_trial_fn(ctx.trial_fn)(config, runtime, store.checkpoint_dir(task["trial_id"]), None)
+
+
 def _train(task: dict[str, Any], ctx: RunContext, store: ResultsStore, config: TrialConfig,
            attempts: list[dict[str, Any]]) -> TrialResult:
     trial_id = task["trial_id"]

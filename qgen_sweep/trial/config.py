@@ -258,6 +258,7 @@ COLUMN_FIELDS = ("dataset", "arch", "bits", "optimizer", "lr", "weight_decay", "
 
 # Values a runtime may take (checked by the spec parser, before any trial starts).
 RUNTIME_DTYPES = ("float32", "float64")
+DECODE_MODES = ("host", "device")  # runtime.decode (imagenet)
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -276,6 +277,11 @@ class TrialRuntime:
     # Parameter/data dtype: "float64" makes fused-vs-unfused equivalence exact to ~1e-10 on the
     # CPU (tests/test_trial_bundle.py); training runs use float32 (optional bf16 autocast: `amp`).
     dtype: str = "float32"
+    # imagenet: DataLoader worker processes that decode batches (0 = in the trial's process),
+    # and where JPEGs are decoded: "host" (libjpeg-turbo in the workers) or "device" (nvJPEG
+    # on the trial's GPU; the workers only read the files). trial/stream.py.
+    data_workers: int = 4
+    decode: str = "host"
 
 
 @dataclass(frozen=True)

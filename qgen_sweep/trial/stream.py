@@ -181,6 +181,19 @@ class ImageFolderSource:
     def num_classes(self) -> int:
         return len(self.train.classes)
 
+    in_channels = 3
+
+    @property
+    def image_size(self) -> int:
+        return self.size
+
+    @property
+    def info(self):  # noqa: ANN201 - DatasetInfo (data.py imports nothing from here)
+        from qgen_sweep.trial.data import DatasetInfo
+
+        return DatasetInfo(self.name, self.num_classes, 3, self.size, IMAGENET_MEAN,
+                           IMAGENET_STD)
+
     def split(self, name: str) -> FolderIndex:
         return self.train if name == "train" else self.val
 
