@@ -18,7 +18,7 @@ from qgen_sweep.trial.config import TrialConfig
 from qgen_sweep.trial.lsq import initial_step_size, lsq_layers
 from qgen_sweep.trial.models import build_float_model, build_model
 from qgen_sweep.trial.models.vit import from_torchvision, to_deit
-from qgen_sweep.trial.weights import check_weights, hub_checkpoints, weight_file
+from qgen_sweep.trial.weights import check_weights, hub_checkpoints, published_file, weight_file
 
 
 @pytest.fixture()
@@ -32,7 +32,7 @@ def hub(tmp_path, monkeypatch) -> Path:
 def _save_torchvision(hub: Path, arch: str) -> torch.nn.Module:
     torch.manual_seed(7)
     model = getattr(torchvision.models, arch)().eval()
-    torch.save(model.state_dict(), hub / ARCHS[arch].torchvision)
+    torch.save(model.state_dict(), hub / published_file(arch))
     return model
 
 
@@ -46,7 +46,7 @@ def test_file_names_and_folder_are_torchvisions(hub):
     for name, weights in (("resnet18", "ResNet18_Weights"), ("resnet50", "ResNet50_Weights"),
                           ("mobilenet_v2", "MobileNet_V2_Weights"), ("swin_t", "Swin_T_Weights")):
         url = getattr(torchvision.models, weights).IMAGENET1K_V1.url
-        assert ARCHS[name].torchvision == url.rsplit("/", 1)[1]
+        assert ARCHS[name].torchvision == url
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
@@ -126,8 +126,8 @@ def test_weights_of_another_architecture_are_refused(hub, tmp_path):
 def test_pretrained_rules_are_checked_with_the_config():
     from qgen_sweep.errors import UsageError
 
-    with pytest.raises(UsageError, match="torchvision has ImageNet weights for"):
-        _config("deit_t")
+    with pytest.raises(UsageError, match="published ImageNet weights for"):
+        TrialConfig("imagenet", 32, "sgd", 0.01, 0.0, arch="vgg19", pretrained="torchvision")
     with pytest.raises(UsageError, match="base_width must be 64"):
         TrialConfig("imagenet", 32, "sgd", 0.01, 0.0, arch="resnet18", pretrained="torchvision",
                     base_width=16)

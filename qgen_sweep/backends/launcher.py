@@ -23,6 +23,7 @@ from qgen_sweep.plan import PlannedTrial, fusable, interrupted_bundles, plan, pl
 from qgen_sweep.provenance import provenance
 from qgen_sweep.spec import SweepSpec, read_spec_text, spec_from_file
 from qgen_sweep.store import ResultsStore, SweepLock
+from qgen_sweep.trial.weights import check_inputs
 
 BACKENDS = ("ray", "local")
 
@@ -113,6 +114,7 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, command: str,
         raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
     trials = plan(spec)  # validates every trial before anything runs
     settings = settings_for(spec, options)
+    check_inputs([t.config for t in trials], spec.runtime)  # data folders, weight files
     store = ResultsStore(options.results_dir)
     with SweepLock(store.root, command):
         _check_same_sweep(store, spec)

@@ -186,6 +186,9 @@ def _dry_run(spec, results_dir: Path) -> None:
         click.echo("\n".join(dry_run_lines(spec, results_dir)))
         return
     trials = plan(spec)
+    from qgen_sweep.trial.weights import check_inputs
+
+    check_inputs([t.config for t in trials], spec.runtime)  # what launch would refuse
     done = ResultsStore(results_dir).finished_ids() & {t.trial_id for t in trials}
     per_bits = ", ".join(f"{b}: {n}" for b, n in count_by(trials, "bits").items())
     click.echo(f"{spec.name}: {len(trials)} trials planned ({per_bits} by bits); "

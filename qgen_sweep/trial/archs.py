@@ -24,8 +24,10 @@ class ArchSpec:
     summary: str
     # base_width on imagenet and for pretrained starts: torchvision's layout (its weights fix it)
     imagenet_base_width: int = 0
-    # torchvision's ImageNet-1K weight file (IMAGENET1K_V1, the weights the QAT literature
-    # fine-tunes from), as torch.hub caches it; "" = torchvision has none for this arch
+    # URL of the published ImageNet-1K weights `pretrained = "torchvision"` starts from (torch.hub
+    # caches the file under its name): torchvision's IMAGENET1K_V1, the weights the QAT
+    # literature fine-tunes from; for deit_t, which torchvision lacks, DeiT's own release.
+    # "" = none published for this arch.
     torchvision: str = ""
     head: str = ""  # state_dict prefix of the classifier, re-initialised when classes differ
 
@@ -34,28 +36,30 @@ class ArchSpec:
             object.__setattr__(self, "imagenet_base_width", self.base_width)
 
 
+_TV = "https://download.pytorch.org/models/"  # torchvision's weight files
 _ENTRIES = (
     ArchSpec("nin", "nin", 25, True, True,
              "Network-in-Network, depth blocks of 3x3/2 conv + two 1x1 convs (reference code)"),
     ArchSpec("resnet18", "resnet", 16, False, False,
              "ResNet-18, basic blocks [2, 2, 2, 2], CIFAR stem below 64 px unless pretrained",
-             imagenet_base_width=64, torchvision="resnet18-f37072fd.pth", head="fc."),
+             imagenet_base_width=64, torchvision=_TV + "resnet18-f37072fd.pth", head="fc."),
     ArchSpec("resnet50", "resnet", 16, False, False,
              "ResNet-50, bottleneck blocks [3, 4, 6, 3], CIFAR stem below 64 px unless "
-             "pretrained", imagenet_base_width=64, torchvision="resnet50-0676ba61.pth",
+             "pretrained", imagenet_base_width=64, torchvision=_TV + "resnet50-0676ba61.pth",
              head="fc."),
     ArchSpec("mobilenet_v1", "mobilenet", 32, False, False,
              "MobileNet-V1, 13 depthwise-separable blocks", head="classifier."),
     ArchSpec("mobilenet_v2", "mobilenet", 32, False, False,
              "MobileNet-V2, 17 inverted residual blocks",
-             torchvision="mobilenet_v2-b0353104.pth", head="classifier."),
+             torchvision=_TV + "mobilenet_v2-b0353104.pth", head="classifier."),
     ArchSpec("vgg19", "vgg", 64, False, False, "VGG-19 with batch norm, one linear classifier"),
     ArchSpec("deit_t", "vit", 192, False, False,
              "DeiT-Tiny: torchvision's VisionTransformer, 12 blocks, width 192, 3 heads, "
-             "patch 16 (4 below 64 px unless pretrained)", head="heads.head."),
+             "patch 16 (4 below 64 px unless pretrained)", head="heads.head.",
+             torchvision="https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth"),
     ArchSpec("swin_t", "swin", 96, False, False,
              "Swin-T: torchvision's SwinTransformer, depths [2, 2, 6, 2], width 96, window 7",
-             torchvision="swin_t-704ceda3.pth", head="head."),
+             torchvision=_TV + "swin_t-704ceda3.pth", head="head."),
 )
 ARCHS: dict[str, ArchSpec] = {entry.name: entry for entry in _ENTRIES}
 ARCH_NAMES = tuple(ARCHS)

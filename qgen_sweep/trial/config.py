@@ -166,7 +166,7 @@ class TrialConfig:
         entry = ARCHS.get(self.arch)
         if self.pretrained == "torchvision" and entry is not None and not entry.torchvision:
             have = ", ".join(a.name for a in ARCHS.values() if a.torchvision)
-            out.append(f"pretrained = \"torchvision\": torchvision has ImageNet weights for "
+            out.append(f"pretrained = \"torchvision\": there are published ImageNet weights for "
                        f"{have}, not {self.arch}; give a weight file path instead")
         if self.pretrained and entry is not None and (
                 self.base_width != entry.imagenet_base_width or self.width != 1):

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from qgen_sweep.errors import DataError
 from qgen_sweep.trial.archs import ARCHS
 from qgen_sweep.trial.config import TrialConfig
-from qgen_sweep.trial.weights import TORCHVISION_URL, check_weights
+from qgen_sweep.trial.weights import check_weights
 
 
 def fetch_torchvision(config: TrialConfig) -> Path:
@@ -30,8 +30,7 @@ def fetch_torchvision(config: TrialConfig) -> Path:
     path = check_weights(config, download=True)
     if path is not None and not path.is_file():
         try:
-            torch.hub.load_state_dict_from_url(TORCHVISION_URL + ARCHS[config.arch].torchvision,
-                                               progress=False)
+            torch.hub.load_state_dict_from_url(ARCHS[config.arch].torchvision, progress=False)
         except Exception as error:  # network errors come in many types
             raise DataError(f"downloading {config.arch}'s torchvision weights into "
                             f"{path.parent} failed ({error}); copy the file there by "

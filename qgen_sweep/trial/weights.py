@@ -1,10 +1,11 @@
 """Where a pretrained start's weight file is (torch-free, so the driver checks it before any
 trial starts), and the one-line error when it is not there.
 
-`pretrained = "torchvision"` reads torchvision's ImageNet-1K file of the arch (archs.py names
-it) from torch.hub's cache, `$TORCH_HOME/hub/checkpoints/` (default
-`$XDG_CACHE_HOME/torch` or `~/.cache/torch`), where torchvision itself keeps it; a missing file
-is fetched only with `runtime.download = true` (internet). Any other value is a path to a weight
+`pretrained = "torchvision"` reads the arch's published ImageNet-1K file (torchvision's; DeiT's
+release for deit_t; archs.py names them) from torch.hub's cache,
+`$TORCH_HOME/hub/checkpoints/` (default `$XDG_CACHE_HOME/torch` or `~/.cache/torch`), where
+torchvision itself keeps it; a missing file is fetched only with `runtime.download = true`
+(internet). Any other value is a path to a weight
 file: a state_dict, a `{"model": state_dict}` checkpoint (DeiT's releases; our best.pt), the
 layouts trial/pretrained.py converts.
 """
@@ -18,7 +19,10 @@ from qgen_sweep.errors import DataError
 from qgen_sweep.trial.archs import ARCHS
 from qgen_sweep.trial.config import TrialConfig
 
-TORCHVISION_URL = "https://download.pytorch.org/models/"  # where torchvision's files come from
+
+def published_file(arch: str) -> str:
+    """File name of the arch's published weights (as torch.hub caches them)."""
+    return ARCHS[arch].torchvision.rsplit("/", 1)[1]
 
 
 def hub_checkpoints() -> Path:
@@ -33,20 +37,42 @@ def weight_file(config: TrialConfig) -> Path | None:
     if not config.pretrained:
         return None
     if config.pretrained == "torchvision":
-        return hub_checkpoints() / ARCHS[config.arch].torchvision
+        return hub_checkpoints() / published_file(config.arch)
     return Path(config.pretrained).expanduser()
 
 
 def missing_weights_error(config: TrialConfig, path: Path) -> DataError:
     """One line: which weights are missing, where to put them, the other ways out."""
     if config.pretrained == "torchvision":
-        name = ARCHS[config.arch].torchvision
         return DataError(
-            f"{config.arch}'s torchvision weights not found: put {name} (from "
-            f"{TORCHVISION_URL}{name}) in {path.parent}/, or set runtime.download = true "
-            f"(needs internet), or give train.pretrained = \"PATH\" to a weight file")
+            f"{config.arch}'s published ImageNet weights not found: put {path.name} (from "
+            f"{ARCHS[config.arch].torchvision}) in {path.parent}/, or set runtime.download = "
+            f"true (needs internet), or give train.pretrained = \"PATH\" to a weight file")
     return DataError(f"pretrained weight file {path} not found (train.pretrained of "
                      f"{config.arch}); put the file there or give the path to it")
+
+
+def check_inputs(configs, runtime) -> None:  # noqa: ANN001 - TrialConfigs, TrialRuntime
+    """Before anything trains (torch-free, on the driver): the imagenet folders and every
+    pretrained weight file the trials read; the first missing one is a one-line DataError."""
+    from qgen_sweep.trial.imagefolder import check_imagenet
+
+    configs = list(configs)
+    if any(c.dataset == "imagenet" for c in configs):
+        check_imagenet(_data_root(runtime))
+    for path_config in {weight_file(c): c for c in configs if c.pretrained}.values():
+        check_weights(path_config, runtime.download)
+
+
+def _data_root(runtime) -> Path:  # noqa: ANN001
+    """runtime.data_dir, else $QGEN_DATA_DIR, else $XDG_CACHE_HOME (~/.cache)/qgen-sweep/data
+    (trial/data.py's rule, without torch)."""
+    if runtime.data_dir:
+        return Path(runtime.data_dir).expanduser()
+    if os.environ.get("QGEN_DATA_DIR"):
+        return Path(os.environ["QGEN_DATA_DIR"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser() / "qgen-sweep" / "data"
 
 
 def check_weights(config: TrialConfig, download: bool = False) -> Path | None:
