@@ -113,3 +113,29 @@ def test_more_gpus_per_trial_than_the_cluster_is_exit_2(tmp_path, data_dir):
     assert result.code == 2, result.stderr
     assert "gpus_per_trial = 64" in result.error_lines[-1]
     assert not list((tmp_path / "r").glob("trials/*/*.parquet"))
+
+
+def test_imagenet_specs_validate_with_dry_run_and_render_for_slurm(tmp_path, data_dir,
+                                                                   monkeypatch):
+    from qgen_sweep.trial.archs import ARCHS
+    from qgen_sweep.trial.weights import hub_checkpoints, published_file
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("QGEN_DATA_DIR", str(data_dir))
+    hub_checkpoints().mkdir(parents=True)
+    missing = run_cli("launch", "imagenet-finetune", "--dry-run", "--results-dir",
+                      str(tmp_path / "r"))
+    assert missing.code == 2 and len(missing.error_lines) == 1
+    assert "published ImageNet weights not found" in missing.error_lines[-1]
+    for arch in ARCHS.values():
+        if arch.torchvision:
+            (hub_checkpoints() / published_file(arch.name)).write_bytes(b"weights")
+    for name, trials in (("imagenet-finetune", 12), ("imagenet-vit", 8)):
+        result = run_cli("launch", name, "--dry-run", "--results-dir", str(tmp_path / name))
+        assert result.code == 0, result.stderr
+        assert f"{trials} trials planned" in result.stdout
+        script = run_cli("slurm", name, "--nodes", "2", "--print", "--results-dir",
+                         str(tmp_path / name))
+        assert script.code == 0 and "#SBATCH --gpus-per-node=4" in script.stdout
+    small = run_cli("slurm", "imagenet-vit", "--gpus-per-node", "2", "--print")
+    assert small.code == 2 and "gpus_per_trial = 4" in small.error_lines[-1]

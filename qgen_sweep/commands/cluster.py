@@ -16,6 +16,22 @@ import click
 from qgen_sweep.errors import UsageError
 
 
+def _gpus_per_node(sweep: str, overrides: tuple[str, ...], nodes: int,
+                   gpus_per_node: int | None) -> int:
+    """--gpus-per-node, by default the spec's resources.gpus_per_trial (one data-parallel trial
+    per node); a job whose GPUs cannot hold one trial is a usage error."""
+    from qgen_sweep.spec import load_spec
+
+    per_trial = load_spec(sweep, overrides).resources.gpus_per_trial
+    if gpus_per_node is None:
+        gpus_per_node = per_trial
+    if per_trial > nodes * gpus_per_node:
+        raise UsageError(f"resources.gpus_per_trial = {per_trial} GPUs do not fit in the job's "
+                         f"{nodes} node(s) x {gpus_per_node} GPUs; raise --nodes or "
+                         f"--gpus-per-node")
+    return gpus_per_node
+
+
 def _validated_results_dir(sweep: str, overrides: tuple[str, ...], results_dir: Path | None):
     """Plan the sweep (every trial validated) and return its results directory."""
     from qgen_sweep.backends.launcher import default_results_dir
@@ -41,8 +57,9 @@ def _warn_if_node_local(results_dir: Path) -> None:
 @click.command("slurm")
 @click.argument("sweep")
 @click.option("--nodes", type=int, default=1, show_default=True, help="Nodes in the job.")
-@click.option("--gpus-per-node", type=int, default=0, show_default=True,
-              help="GPUs per node (SLURM --gpus-per-node).")
+@click.option("--gpus-per-node", type=int, default=None,
+              help="GPUs per node (SLURM --gpus-per-node); default: the spec's "
+                   "resources.gpus_per_trial (0 without one).")
 @click.option("--cpus-per-node", type=int, default=None,
               help="CPUs per node (default: whole nodes, --exclusive).")
 @click.option("--mem", default=None, help="Memory per node, SLURM syntax (64G, 500M).")
@@ -58,7 +75,7 @@ def _warn_if_node_local(results_dir: Path) -> None:
               help="Spec override passed on to `qgen-sweep launch` (repeatable).")
 @click.option("--print", "print_", is_flag=True, help="Write the batch script to stdout.")
 @click.option("--submit", is_flag=True, help="Submit the script with sbatch; print the job id.")
-def slurm_command(sweep: str, nodes: int, gpus_per_node: int, cpus_per_node: int | None,
+def slurm_command(sweep: str, nodes: int, gpus_per_node: int | None, cpus_per_node: int | None,
                   mem: str | None, time_limit: str | None, partition: str | None,
                   account: str | None, job_name: str | None, results_dir: Path | None,
                   signal_lead: int, overrides: tuple[str, ...], print_: bool,
@@ -74,7 +91,9 @@ def slurm_command(sweep: str, nodes: int, gpus_per_node: int, cpus_per_node: int
     if print_ == submit:
         raise UsageError("give exactly one of --print (write the script to stdout) or --submit "
                          "(call sbatch), e.g. `qgen-sweep slurm smoke --print > job.sbatch`")
-    job = SlurmJob(sweep=sweep, results_dir=_validated_results_dir(sweep, overrides, results_dir),
+    results = _validated_results_dir(sweep, overrides, results_dir)
+    gpus_per_node = _gpus_per_node(sweep, overrides, nodes, gpus_per_node)
+    job = SlurmJob(sweep=sweep, results_dir=results,
                    nodes=nodes, gpus_per_node=gpus_per_node, cpus_per_node=cpus_per_node,
                    mem=mem, time=time_limit, partition=partition, account=account,
                    job_name=job_name, signal_lead=signal_lead, overrides=overrides)

@@ -102,6 +102,10 @@ def load_dataset(name: str, runtime: TrialRuntime = TrialRuntime()) -> Dataset:
     """Load dataset `name`, normalised with training-split statistics, onto runtime.device."""
     if name not in SHAPES:
         raise UsageError(f"dataset must be one of {', '.join(SHAPES)}, but got {name!r}")
+    if name == "imagenet":  # too large to be resident: trial/stream.py streams its batches
+        raise UsageError("imagenet is not held in memory: it is read batch by batch "
+                         "(qgen_sweep.trial.stream.open_imagenet); this command does not "
+                         "support it yet")
     if name == "digits":
         train_x, train_y, test_x, test_y = _digits_arrays()
     else:

@@ -44,7 +44,7 @@ def footprint(config: TrialConfig) -> Footprint:
     # The float network: LSQ adds one step size per layer and changes no activation shape.
     with torch.device("meta"):
         model = build_float_model(config, config.in_channels, config.num_classes,
-                                  config.image_size)
+                                  config.image_size, pretrained=False)
         batch = torch.empty(config.batch_size, config.in_channels, config.image_size,
                             config.image_size)
     outputs = [0]

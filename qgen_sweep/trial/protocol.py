@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +39,8 @@ from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, Tria
 from qgen_sweep.trial.data import Dataset, batch_indices, crop_flip, epoch_generator
 from qgen_sweep.trial.lsq import step_sizes
 from qgen_sweep.trial.models import l2_norm
+from qgen_sweep.trial.parallel import World, all_sum, barrier, shard_rows
+from qgen_sweep.trial.stream import ImageFolderSource, Shard
 
 CHECKPOINT_VERSION = 2  # 2: one layout (members, learner state) for single trials and bundles
 EpochCallback = Callable[[dict[str, EpochMetrics]], None]
@@ -72,6 +74,10 @@ class Learner(Protocol):
 
     def evaluate(self, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
         """(mean cross-entropy, accuracy) of each member's current model, eval mode."""
+
+    def evaluate_sums(self, batches: Iterator[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, ...]]:
+        """(summed cross-entropy, correct, count) per member over streamed batches (a
+        streaming source: trial/stream.py), eval mode."""
 
     def step_size_summaries(self) -> list[tuple[float, float, float]]:
         """(min, mean, max) LSQ step size per member (NaN for FP32 members)."""
@@ -155,9 +161,14 @@ class Training:
     """The protocol over one learner: train to the end (or until every member diverged),
     checkpointing after every epoch, then evaluate every member's kept model."""
 
-    def __init__(self, learner: Learner, data: Dataset, runtime: TrialRuntime,
-                 last: Path | None = None, folders: Sequence[Path] | None = None) -> None:
+    def __init__(self, learner: Learner, data: Dataset | ImageFolderSource,
+                 runtime: TrialRuntime, last: Path | None = None,
+                 folders: Sequence[Path] | None = None, world: World = World()) -> None:
         self.learner, self.data, self.runtime = learner, data, runtime
+        # Data-parallel (trial/parallel.py): rank `world.rank` of `world.size` trains its slice
+        # of every batch; only rank 0 writes, the others wait for it at a barrier.
+        self.world = world
+        self.streaming = isinstance(data, ImageFolderSource)
         self.configs = list(learner.configs)
         self.k = len(self.configs)
         self.last, self.folders = last, list(folders) if folders is not None else None
@@ -171,9 +182,10 @@ class Training:
         self._start()
         while self.epoch < self.configs[0].epochs and None in self.members.diverged_epoch:
             metrics = self.train_epoch()
-            if self.last is not None:
+            if self.last is not None and self.world.main:
                 atomic_save(self._payload(), self.last)
-            if on_epoch is not None:
+            barrier(self.world)  # every rank continues once the epoch's checkpoint is on disk
+            if on_epoch is not None and self.world.main:
                 on_epoch(metrics)
         return self.finish()
 
@@ -181,28 +193,71 @@ class Training:
         """One pass over the training split; the per-member sums are read once, at the end."""
         started = time.perf_counter()
         self.epoch += 1
-        config, device, data = self.configs[0], self.learner.device, self.data
-        generator = epoch_generator(config.seed, self.epoch, device)
-        batches = batch_indices(len(data.train_x), config.batch_size, generator)
-        sum_dtype = torch.promote_types(data.train_x.dtype, torch.float32)  # fp64 runs: fp64
-        loss_sum = torch.zeros(self.k, dtype=sum_dtype, device=device)
+        config, device = self.configs[0], self.learner.device
+        loss_sum = torch.zeros(self.k, dtype=self._sum_dtype(), device=device)
         correct = torch.zeros(self.k, dtype=torch.int64, device=device)
         training = [d is None for d in self.members.diverged_epoch]
         lrs = self.learner.lrs()
-        for idx in batches:
-            x, y = data.train_x[idx], data.train_y[idx]
-            if config.augment == "crop-flip":
-                x = crop_flip(x, generator)
+        steps = 0
+        for x, y in self._batches():
             if self.runtime.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             self.learner.train_step(x, y, loss_sum, correct)
+            steps += 1
         self.learner.end_epoch(self.epoch)
+        if self.world.parallel:  # each rank summed its slices' mean losses
+            loss_sum, correct = all_sum(loss_sum / self.world.size, correct)
         seconds = time.perf_counter() - started
-        losses = [total / len(batches) for total in loss_sum.tolist()]
-        accs = [hits / (len(batches) * batches.shape[1]) for hits in correct.tolist()]
+        batch = min(config.batch_size, self._train_size())
+        losses = [total / steps for total in loss_sum.tolist()]
+        accs = [hits / (steps * batch) for hits in correct.tolist()]
         self.learner.keep(self._record(losses, training))
         self.seconds += seconds
         return self._epoch_metrics(losses, accs, lrs, training, seconds)
+
+    def _sum_dtype(self) -> torch.dtype:
+        """Epoch sums: fp32, fp64 for fp64 runs (the data's dtype)."""
+        dtype = self.data.dtype if self.streaming else self.data.train_x.dtype
+        return torch.promote_types(dtype, torch.float32)
+
+    def _train_size(self) -> int:
+        return len(self.data.train) if self.streaming else len(self.data.train_x)
+
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """This rank's part of each batch of the epoch. Every rank draws the same global batch
+        order and augmentation, a pure function of (seed, epoch)."""
+        config, world = self.configs[0], self.world
+        augment = config.augment == "crop-flip"
+        if self.streaming:  # the file order lives on the host: a CPU generator
+            generator = epoch_generator(config.seed, self.epoch, torch.device("cpu"))
+            yield from self.data.train_batches(generator, config.batch_size, augment,
+                                               Shard(world.rank, world.size))
+            return
+        data = self.data
+        generator = epoch_generator(config.seed, self.epoch, self.learner.device)
+        for idx in batch_indices(len(data.train_x), config.batch_size, generator):
+            x, y = data.train_x[idx], data.train_y[idx]
+            if augment:
+                x = crop_flip(x, generator)
+            yield shard_rows(x, world), shard_rows(y, world)
+
+    def _evaluate(self, split: str) -> list[tuple[float, float]]:
+        """(mean loss, accuracy) per member on a clean split ("train" / "test")."""
+        if not self.streaming:
+            data = self.data
+            x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x,
+                                                                          data.test_y)
+            return self.learner.evaluate(x, y)
+        shard = Shard(self.world.rank, self.world.size)
+        batches = self.data.eval_batches("train" if split == "train" else "val",
+                                         self.runtime.eval_batch_size, shard)
+        out = []
+        for loss, correct, n in self.learner.evaluate_sums(batches):
+            if self.world.parallel:
+                loss, correct, n = all_sum(loss, correct, n)
+            count = max(int(n), 1)
+            out.append((float(loss) / count, int(correct) / count))
+        return out
 
     def _record(self, losses: list[float], training: list[bool]) -> list[bool]:
         """Divergence and kept-model bookkeeping; returns which members improved."""
@@ -225,7 +280,7 @@ class Training:
         alive = [d is None for d in self.members.diverged_epoch]
         test = [(nan, nan)] * self.k
         if every > 0 and self.epoch % every == 0 and any(alive):
-            test = self.learner.evaluate(self.data.test_x, self.data.test_y)
+            test = self._evaluate("test")
         sizes = self.learner.step_size_summaries()
         out: dict[str, EpochMetrics] = {}
         for i, config in enumerate(self.configs):
@@ -246,13 +301,14 @@ class Training:
     def _start(self) -> None:
         """Write each member's init.pt (again, when it does not load), then continue from
         `last` when there is one. The learner still holds the seed's initial weights here."""
-        for i, folder in enumerate(self.folders or []):
+        for i, folder in enumerate((self.folders or []) if self.world.main else []):
             folder.mkdir(parents=True, exist_ok=True)
             path = folder / "init.pt"
             if path.is_file() and not _readable(path):
                 move_aside(path)
             if not path.is_file():
                 atomic_save(self._weights(i, self.learner.initial_state(i), 0), path)
+        barrier(self.world)  # init.pt is on disk before any rank goes on
         if self.last is not None:
             self.last.parent.mkdir(parents=True, exist_ok=True)
             if self.last.is_file():
@@ -314,9 +370,7 @@ class Training:
         """Evaluate every member's kept model on the clean splits (NaN when it has none) and
         write its best.pt."""
         self.learner.load_kept()
-        data = self.data
-        train = self.learner.evaluate(data.train_x, data.train_y)
-        test = self.learner.evaluate(data.test_x, data.test_y)
+        train, test = self._evaluate("train"), self._evaluate("test")
         results, m, nan = [], self.members, math.nan
         for i in range(self.k):
             (train_loss, train_acc), (test_loss, test_acc) = train[i], test[i]
@@ -324,7 +378,7 @@ class Training:
             if m.best_epoch[i] > 0:
                 model = self.learner.kept_model(i)
                 norm, sizes = l2_norm(model), step_sizes(model)
-                if self.folders is not None:
+                if self.folders is not None and self.world.main:
                     state = self.learner.kept_state(i)
                     atomic_save(self._weights(i, state, m.best_epoch[i],
                                               train_loss=m.best_loss[i]),

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,11 @@ from torch import Tensor, nn
 
 from qgen_sweep.errors import QGenError, UsageError
 from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, TrialRuntime
-from qgen_sweep.trial.data import Dataset, DatasetInfo, load_dataset, resolve_device
+from qgen_sweep.trial.data import Dataset, DatasetInfo, data_root, load_dataset, resolve_device
 from qgen_sweep.trial.lsq import MIN_STEP_SIZE, lsq_layers
 from qgen_sweep.trial.memory import check_fits
 from qgen_sweep.trial.models import build_model, l2_norm
+from qgen_sweep.trial.parallel import World, barrier, current_world, global_batch_norm, wrap
 from qgen_sweep.trial.protocol import (
     CHECKPOINT_VERSION,
     Training,
@@ -39,6 +40,7 @@ from qgen_sweep.trial.protocol import (
     atomic_save,
     load_checkpoint,
 )
+from qgen_sweep.trial.stream import ImageFolderSource
 
 __all__ = ["CHECKPOINT_VERSION", "atomic_save", "evaluate", "l2_norm", "load_checkpoint",
            "load_model", "run_trial"]
@@ -63,13 +65,45 @@ def run_trial(
         torch.set_num_threads(runtime.threads)
     device = resolve_device(runtime.device)
     check_fits([config], device, runtime)  # before anything is allocated
-    data = with_dtype(load_dataset(config.dataset, runtime), runtime_dtype(runtime))
-    learner = SingleLearner(config, runtime, data, device)
+    world = current_world()  # a data-parallel trial: one of several ranks (trial/parallel.py)
+    data = open_data(config, runtime, device)
+    learner = SingleLearner(config, runtime, data, device, world)
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     training = Training(learner, data, runtime, last=ckpt / "last.pt" if ckpt else None,
-                        folders=[ckpt] if ckpt else None)
+                        folders=[ckpt] if ckpt else None, world=world)
     callback = None if on_epoch is None else (lambda by_id: on_epoch(by_id[config.trial_id]))
     return training.run(callback)[0]
+
+
+def open_data(config: TrialConfig, runtime: TrialRuntime,
+              device: torch.device) -> Dataset | ImageFolderSource:
+    """The trial's data: resident tensors (cifar, digits) or the imagenet streaming source."""
+    if config.dataset == "imagenet":
+        from qgen_sweep.trial.stream import open_imagenet
+
+        return open_imagenet(data_root(runtime), config.image_size, device,
+                             runtime.data_workers, runtime.decode, runtime_dtype(runtime))
+    return with_dtype(load_dataset(config.dataset, runtime), runtime_dtype(runtime))
+
+
+def evaluate_sums(model: nn.Module,
+                  batches: Iterator[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+    """(summed cross-entropy, correct, count) of `model` over streamed batches, eval mode (the
+    caller divides, after summing over data-parallel ranks)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    with torch.no_grad():
+        for x, y in batches:
+            logits = at_least_fp32(model(x))
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            correct += (logits.argmax(dim=1) == y).sum()
+            count += len(y)
+    model.train(was_training)
+    return loss_sum, correct, count
 
 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[float, float]:
@@ -142,13 +176,25 @@ def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
 class SingleLearner:
     """One model and its torch optimizer and schedule, for the protocol (K = 1)."""
 
-    def __init__(self, config: TrialConfig, runtime: TrialRuntime, data: Dataset,
-                 device: torch.device) -> None:
+    def __init__(self, config: TrialConfig, runtime: TrialRuntime,
+                 data: Dataset | ImageFolderSource, device: torch.device,
+                 world: World = World()) -> None:
+        if world.parallel and config.batch_size % world.size:
+            raise UsageError(f"batch_size {config.batch_size} must divide by the {world.size} "
+                             f"data-parallel workers of the trial; change "
+                             f"resources.gpus_per_trial or train.batch_size")
+        if config.pretrained == "torchvision" and runtime.download and world.main:
+            from qgen_sweep.trial.pretrained import fetch_torchvision
+
+            fetch_torchvision(config)  # into torch.hub's cache, where the build reads it
+        barrier(world)
         torch.manual_seed(config.seed)  # model initialisation is a function of the seed alone
         model = build_model(config, data.in_channels, data.num_classes, data.image_size)
         model = model.to(device=device, dtype=runtime_dtype(runtime))
         if runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if world.parallel:  # batch norm over the global batch (trial/parallel.py)
+            model = global_batch_norm(model, device)
         self.configs, self.config, self.device = [config], config, device
         self.model = model
         self.initial = _cpu_state(model)
@@ -157,6 +203,8 @@ class SingleLearner:
             self.optimizer, milestones=list(config.milestones), gamma=config.gamma
         )
         self.forward = torch.compile(model, mode=runtime.compile) if runtime.compile else model
+        if world.parallel:  # DDP averages the ranks' gradients (not compiled)
+            self.forward = wrap(model, device)
         self.steps = [layer.step_size for _, layer in lsq_layers(model)]
         self.kept: dict[str, Tensor] | None = None
         self.eval_batch_size = runtime.eval_batch_size
@@ -203,6 +251,9 @@ class SingleLearner:
 
     def evaluate(self, x: Tensor, y: Tensor) -> list[tuple[float, float]]:
         return [evaluate(self.model, x, y, self.eval_batch_size)]
+
+    def evaluate_sums(self, batches: Iterator[tuple[Tensor, Tensor]]) -> list[tuple[Tensor, ...]]:
+        return [evaluate_sums(self.model, batches)]
 
     def step_size_summaries(self) -> list[tuple[float, float, float]]:
         if not self.steps:
