@@ -162,8 +162,8 @@ def sections(con: duckdb.DuckDBPyConnection, plots_dir: Path | None,
     if not flat:
         return [], []
     out = [
-        ("landscape_flatness", "Loss landscape: flatness per precision, mean over models "
-         "(loss in nats; a, b in filter-normalized units; curvature in nats per unit^2)", flat),
+        ("landscape_flatness", "Loss landscape: flatness per precision, mean over models; "
+         "loss in nats, a and b in filter-normalized units, curvature in nats per unit^2", flat),
         ("landscape_kendall", "Kendall: landscape flatness vs gap, in the columns of the "
          "measures' Kendall table", kendall_rows(con)),
     ]
