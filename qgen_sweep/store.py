@@ -277,6 +277,17 @@ class ResultsStore:
         write_table_atomic(path, rows_to_table([row], schema))
         return path
 
+    def write_rows(self, kind: str, trial_id: str, bits: int, rows: list[dict[str, Any]],
+                   schema: pa.Schema | None = None) -> Path:
+        """(Re)write all of one trial's rows of a per-trial kind that holds several per trial
+        (robustness: one per corruption and severity), atomically."""
+        schema = schema or KINDS[kind].schema
+        if schema is None:
+            raise ValueError(f"kind {kind!r} has no fixed schema; pass the schema of its rows")
+        path = self.path(kind, trial_id, bits)
+        write_table_atomic(path, rows_to_table(rows, schema))
+        return path
+
     def write_trial(self, row: dict[str, Any]) -> Path:
         """Write a trial's final row; after this the trial counts as done."""
         return self.write_row("trials", row)
@@ -340,6 +351,11 @@ class ResultsStore:
         readable one."""
         rows = _read_rows(self.path(kind, trial_id, bits), columns)
         return rows[0] if rows else None
+
+    def rows(self, kind: str, trial_id: str, bits: int,
+             columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """All of a trial's rows of a per-trial kind ([] when it has no readable file)."""
+        return _read_rows(self.path(kind, trial_id, bits), columns) or []
 
     def final_row(self, trial_id: str, bits: int,
                   columns: Sequence[str] | None = None) -> dict[str, Any] | None:
