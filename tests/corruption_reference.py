@@ -13,6 +13,7 @@ names before importing it, and changes nothing else.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import io
 import sys
@@ -148,10 +149,12 @@ def snow(x: np.ndarray, params, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image + flakes + np.rot90(flakes, k=2), 0, 1) * 255
 
 
+@functools.lru_cache(maxsize=1)
 def frost_pictures() -> list[np.ndarray]:
     """The five frost pictures the benchmark draws from, scaled by 0.2 with OpenCV, RGB."""
     import cv2
 
+    load_imagecorruptions()  # importing the package needs the shims
     folder = importlib.resources.files("imagecorruptions").joinpath("frost")
     names = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
     out = []

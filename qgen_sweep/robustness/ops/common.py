@@ -7,6 +7,7 @@ final truncation to uint8 flips on the same side of a level as often as possible
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -94,6 +95,7 @@ def bilinear(image: Tensor, ys: Tensor, xs: Tensor, mode: str) -> Tensor:
     return top * (1 - fy) + bottom * fy
 
 
+@functools.lru_cache(maxsize=256)
 def zoom_matrix(n: int, factor: float) -> np.ndarray:
     """(n, n) matrix of a centred zoom of one axis: crop ceil(n / factor) pixels from the middle,
     resize them by `factor` with SciPy's `zoom(order=1)` (output round(crop * factor), corner
@@ -123,6 +125,7 @@ def zooms(x: Tensor, factors: list[float]) -> Tensor:
     """(Z, B, C, H, W): x zoomed by each factor, as two batched matrix products."""
     h, w = x.shape[-2:]
     rows = torch.from_numpy(np.stack([zoom_matrix(h, f) for f in factors])).to(x)  # (Z, H, H)
+    # (zoom_matrix is cached: the returned arrays are shared, np.stack copies them)
     cols = torch.from_numpy(np.stack([zoom_matrix(w, f) for f in factors])).to(x)  # (Z, W, W)
     across = torch.matmul(x[None], cols.transpose(1, 2)[:, None, None])  # (Z, B, C, H, W)
     return torch.matmul(rows[:, None, None], across)
@@ -140,8 +143,9 @@ def to_gray(rgb: Tensor) -> Tensor:
 
 
 def like_input(rgb: Tensor, channels: int) -> Tensor:
-    """Back to the input's channel count (grey images went through an RGB op as R = G = B)."""
-    return to_gray(rgb) if channels == 1 else rgb
+    """Back to the input's channel count: a grey image went through an RGB op as R = G = B and
+    comes back as its red channel (as `imagecorruptions` does; for brightness R = G = B)."""
+    return rgb[:, :1] if channels == 1 else rgb
 
 
 def rgb_to_hsv(rgb: Tensor) -> Tensor:

@@ -83,8 +83,7 @@ def frost_layer(pictures: tuple[Tensor, ...], which: Tensor, top: Tensor, left: 
 
 def frost(x: Tensor, params: tuple[float, float], generator: torch.Generator) -> Tensor:
     """A random crop of one of five frost pictures (scaled by 0.2) blended over the image."""
-    keep, amount = params
-    b, c, h, w = x.shape
+    b, _, h, w = x.shape
     pictures = _frost_pictures(str(x.device))
     which = torch.randint(0, len(pictures), (b,), generator=generator, device=x.device)
     heights = torch.tensor([p.shape[1] for p in pictures], device=x.device)[which]
@@ -93,11 +92,17 @@ def frost(x: Tensor, params: tuple[float, float], generator: torch.Generator) ->
            * (heights - h)).long()  # uniform in [0, height - H), as numpy's randint
     left = (torch.rand(b, generator=generator, device=x.device, dtype=torch.float64)
             * (widths - w)).long()
-    layer = frost_layer(pictures, which, top, left, (h, w))
-    if c == 1:
+    return frost_blend(x, frost_layer(pictures, which, top, left, (h, w)), params)
+
+
+def frost_blend(x: Tensor, layer: Tensor, params: tuple[float, float]) -> Tensor:
+    """keep x + amount frost on 8-bit levels (a grey image gets the crop's grey, with the
+    weights `imagecorruptions` uses)."""
+    keep, amount = params
+    if x.shape[1] == 1:
         weights = torch.tensor((0.2989, 0.5870, 0.1140), dtype=x.dtype, device=x.device)
         layer = (layer * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
-    return (keep * x * 255 + amount * layer).clamp(0, 255)
+    return (keep * torch.round(x * 255) + amount * layer).clamp(0, 255)
 
 
 # ---------------------------------------------------------------------------------------- fog
