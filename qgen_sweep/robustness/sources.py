@@ -120,7 +120,7 @@ class ReleasedArrays:
                             f"{images.shape} and {len(labels)} labels")
         n = len(images) // 5
         part = slice((severity - 1) * n, severity * n)
-        x = torch.from_numpy(np.ascontiguousarray(images[part])).to(self.device)
+        x = torch.from_numpy(np.array(images[part])).to(self.device)  # a copy: the map is read-only
         x = x.permute(0, 3, 1, 2).float() / 255  # (N, H, W, C) uint8 -> (N, C, H, W)
         y = torch.from_numpy(np.asarray(labels[part], dtype=np.int64)).to(self.device)
         return x.contiguous(), y
