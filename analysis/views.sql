@@ -9,14 +9,15 @@
 --        raw_epochs    <store>/epochs/bits=*/*.parquet     (EPOCH_SCHEMA)
 --        raw_failures  <store>/failures/*.parquet          (FAILURE_SCHEMA)
 --        raw_measures  <store>/measures/bits=*/*.parquet   (the columns the measures files hold)
+--        raw_robustness <store>/robustness/bits=*/*.parquet (qgen_sweep/robustness/schema.py)
 --      Every raw_<kind> starts with a `sweep` VARCHAR column: the store's sweep name (from
 --      plan.parquet, else from its trial rows, else the folder name), so sweeps sit side by side.
 --      raw_stores has one row per store: sweep (its label), name (the sweep's own name), path
 --      (absolute) and spec_hash (from its sweep.toml; NULL without one). The label is the sweep
 --      name, or <name>@<folder> when several stores of the results directory share that name
 --      (replicates of one sweep are never merged: their trial ids are the same).
---      A kind with no files is an empty table with its schema's columns; raw_measures exists only
---      when some store has measures files. Files that do not read back (truncated by hand) are
+--      A kind with no files is an empty table with its schema's columns; raw_measures (raw_robustness)
+--      exists only when some store has measures (robustness) files. Files that do not read back (truncated by hand) are
 --      skipped with a warning, as ResultsStore does. Hive partitioning is off: `bits` comes from
 --      inside each file.
 --   2. File access is then switched off (enable_external_access = false, configuration locked).
@@ -27,7 +28,8 @@
 --      train_acc, train_loss) and collapsed_status() ('collapsed', or 'done' under
 --      `report --include-collapsed`).
 --   4. This file runs; then, when raw_measures exists, every analysis/measures*.sql in name order
---      (e.g. `CREATE OR REPLACE VIEW measures AS SELECT ... FROM raw_measures ...`).
+--      (e.g. `CREATE OR REPLACE VIEW measures AS SELECT ... FROM raw_measures ...`), and when
+--      raw_robustness exists, every analysis/robustness*.sql.
 --
 -- Conventions: accuracies are fractions in [0, 1] in every view (reports show percent); `bits` is
 -- 2, 4, 8 or 32 (32 = FP32, no quantizer); `precision` is the label 'Int2', 'Int4', 'Int8', 'FP32'.

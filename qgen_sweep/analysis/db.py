@@ -39,6 +39,7 @@ KINDS: dict[str, pa.Schema | None] = {
     "failures": FAILURE_SCHEMA,
     "measures": None,
     "landscape": LANDSCAPE_SCHEMA,
+    "robustness": None,
 }
 # Columns added to the schemas after stores were written, with the value older files mean.
 BACKFILL = {
@@ -48,7 +49,7 @@ BACKFILL = {
 # Columns a kind without a fixed schema (measures) may lack in older files: name -> DuckDB type.
 LATE_COLUMNS = {"measures": {"bn_affine": "VARCHAR"}}
 _STORE_MARKERS = ("plan.parquet", "sweep.toml", "trials", "epochs", "failures", "measures",
-                  "landscape")
+                  "landscape", "robustness")
 # Files run after views.sql on every connection (their kinds have fixed schemas, so their raw
 # tables always exist, empty or not).
 _ALWAYS_SQL = ("landscape.sql",)
@@ -249,10 +250,7 @@ def connect(
     stores = find_stores(results_dir)
     wanted = set(KINDS if kinds is None else kinds)
     con = duckdb.connect(":memory:")
-    has_measures = False
-    for kind in KINDS:
-        loaded = _load_kind(con, stores if kind in wanted else [], kind)
-        has_measures = has_measures or (kind == "measures" and loaded)
+    loaded = {kind for kind in KINDS if _load_kind(con, stores if kind in wanted else [], kind)}
     _load_stores(con, stores)
     _lock_down(con)
     for statement in collapsed_sql(include_collapsed):
@@ -260,8 +258,10 @@ def connect(
     _run_script(con, sql_file("views.sql"))
     for name in _ALWAYS_SQL:
         _run_script(con, sql_file(name))
-    if has_measures:
-        for path in sorted(data_dir("analysis").glob("measures*.sql")):
+    # A kind without a fixed schema (measures, robustness) has its views in analysis/<kind>*.sql,
+    # run when some store has its files.
+    for kind in (k for k, schema in KINDS.items() if schema is None and k in loaded):
+        for path in sorted(data_dir("analysis").glob(f"{kind}*.sql")):
             _run_script(con, path)
     return con
 
@@ -293,8 +293,8 @@ def kinds_for_query(sql: str) -> set[str]:
     kinds = {kind for kind in KINDS if kind in words or f"raw_{kind}" in words}
     if "plan" in kinds:
         kinds |= {"trials", "failures", "epochs"}
-    if "measures" in kinds or "landscape" in kinds:
-        kinds.add("trials")  # measures*.sql and landscape.sql join the trials for the gap
+    if kinds & {"measures", "landscape", "robustness"}:
+        kinds.add("trials")  # measures*.sql, landscape.sql, robustness.sql join the trials
     return kinds
 
 

@@ -122,6 +122,9 @@ class Section:
     title: str
     rows: list[dict[str, Any]]
     statistics: bool = False
+    # "module:function" turning the rows into markdown lines, for a section that is not one
+    # plain table (robustness: a table per dataset and source, marked cells); None: the plain one
+    render: str | None = None
 
 
 Provider = Callable[[duckdb.DuckDBPyConnection, Path, Path | None, tuple[str, ...]],
@@ -133,6 +136,7 @@ SECTION_PROVIDERS = (
     "qgen_sweep.analysis.report:measures_sections",
     "qgen_sweep.analysis.report:adaptive_sections",
     "qgen_sweep.analysis.report:landscape_sections",
+    "qgen_sweep.robustness.report:sections",
 )
 
 
@@ -152,7 +156,7 @@ def measures_sections(con: duckdb.DuckDBPyConnection, results_dir: Path, plots_d
             raise
         return [], []
     return [Section("table3", "Table 3: generalization measures", measures_report.table3(con),
-                    statistics=True),
+                    statistics=True, render="qgen_sweep.analysis.report:_md_table3"),
             Section("kendall", "Kendall", measures_report.kendall(con), statistics=True)], []
 
 
@@ -198,7 +202,7 @@ def build_report(
     `include_collapsed` (ignored when a connection `con` is given: it was made with its own).
     """
     if con is None:
-        kinds = ["plan", "trials", "failures", "measures", "landscape"]
+        kinds = ["plan", "trials", "failures", "measures", "landscape", "robustness"]
         con = connect(results_dir, kinds + (["epochs"] if plots_dir else []),
                       include_collapsed=include_collapsed)
     progress = _rows(con, _sql("progress.sql"))
@@ -228,7 +232,8 @@ def build_report(
         for section in found:
             report[section.key] = section.rows
             report["sections"].append({"key": section.key, "title": section.title,
-                                       "statistics": section.statistics})
+                                       "statistics": section.statistics,
+                                       "render": section.render})
         figures += paths
     if plots is not None:
         report["plots"] = [str(p) for p in figures]
@@ -365,6 +370,10 @@ def _md_table3(rows: list[dict[str, Any]]) -> list[str]:
     return lines[:-1]
 
 
+# For section providers: the same row fetching, numbers and tables as the built-in sections.
+fetch_rows, md_table, num, p_text = _rows, _md_table, _num, _p
+
+
 def _md_generic(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["(no rows)"]
@@ -401,8 +410,9 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     for section in report.get("sections", []):
         note = f" ({collapsed_note(report)})" if section.get("statistics") else ""
-        render = _md_table3 if section["key"] == "table3" else _md_generic
-        lines += [f"## {section['title']}{note}", "", *render(report[section["key"]]), ""]
+        rows = report[section["key"]]
+        draw = _provider(section["render"]) if section.get("render") else _md_generic
+        lines += [f"## {section['title']}{note}", "", *draw(rows), ""]
     for path in report.get("plots", []):
         lines.append(f"figure: {path}")
     return "\n".join(lines).rstrip() + "\n"
