@@ -244,3 +244,51 @@ def jpeg_compression(x: np.ndarray, quality: int) -> np.ndarray:
     return decoded[..., None] if mode == "L" else decoded
 
 
+
+
+def _noise(name: str, x: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
+    from skimage.util import random_noise
+
+    x = x / 255.0
+    if name == "gaussian_noise":
+        out = x + rng.normal(size=x.shape, scale=c)
+    elif name == "shot_noise":
+        out = rng.poisson(x * c) / c
+    elif name == "impulse_noise":
+        out = random_noise(x, mode="s&p", amount=c, rng=rng)
+    else:
+        out = x + x * rng.normal(size=x.shape, scale=c)
+    return np.clip(out, 0, 1) * 255
+
+
+def corrupt_one(name: str, x: np.ndarray, params, rng: np.random.Generator) -> np.ndarray:
+    """Any generated corruption of one (32, 32, 3) uint8 image, the reference way, its random
+    draws from `rng` (numpy's global generator for the imagecorruptions fractal): uint8."""
+    if name in ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"):
+        return np.uint8(_noise(name, x, params, rng))
+    deterministic = {"defocus_blur": defocus_blur, "zoom_blur": zoom_blur,
+                     "gaussian_blur": gaussian_blur, "brightness": brightness,
+                     "saturate": saturate, "contrast": contrast, "pixelate": pixelate,
+                     "jpeg_compression": jpeg_compression, "fog": fog}
+    if name in deterministic:
+        return np.uint8(deterministic[name](x, params))
+    h, w = x.shape[:2]
+    if name == "glass_blur":
+        steps = len(range(h - params[1], params[1], -1)) * len(range(w - params[1], params[1], -1))
+        offsets = rng.integers(-params[1], params[1], (params[2], steps, 2))
+        return np.uint8(glass_blur(x, params, offsets))
+    if name == "motion_blur":
+        return np.uint8(motion_blur(x, params, rng.uniform(-45, 45)))
+    if name == "snow":
+        return np.uint8(snow(x, params, rng))
+    if name == "frost":
+        which = int(rng.integers(5))
+        picture = frost_pictures()[which]
+        top = int(rng.integers(0, picture.shape[0] - h))
+        left = int(rng.integers(0, picture.shape[1] - w))
+        return np.uint8(frost(x, params, which, top, left))
+    if name == "elastic_transform":
+        jitter = rng.uniform(-params[2] * CIFAR_SIZE, params[2] * CIFAR_SIZE, (3, 2))
+        raw_dx, raw_dy = rng.uniform(-1, 1, (h, w)), rng.uniform(-1, 1, (h, w))
+        return np.uint8(elastic_transform(x, params, jitter, raw_dx, raw_dy))
+    raise ValueError(f"no reference for {name}")

@@ -113,21 +113,6 @@ def test_frost_with_the_same_picture_and_crop() -> None:
         _assert_same(ours, theirs)
 
 
-def _noise_reference(name: str, x: np.ndarray, c, rng: np.random.Generator) -> np.ndarray:
-    from skimage.util import random_noise
-
-    x = x / 255.0
-    if name == "gaussian_noise":
-        out = x + rng.normal(size=x.shape, scale=c)
-    elif name == "shot_noise":
-        out = rng.poisson(x * c) / c
-    elif name == "impulse_noise":
-        out = random_noise(x, mode="s&p", amount=c, rng=rng)
-    else:
-        out = x + x * rng.normal(size=x.shape, scale=c)
-    return np.uint8(np.clip(out, 0, 1) * 255)
-
-
 def _close(ours: np.ndarray, theirs: np.ndarray, what: str, sigmas: float = 6.0) -> None:
     """The means of two samples agree within `sigmas` standard errors of their difference."""
     se = np.sqrt(ours.var() / ours.size + theirs.var() / theirs.size) + 1e-12
@@ -143,7 +128,7 @@ def test_noise_has_the_reference_statistics(name: str) -> None:
     for severity in (1, 5):
         c = CIFAR[name][severity - 1]
         ours = _ours(name, severity, images) - images
-        theirs = np.stack([_noise_reference(name, im, c, rng) for im in images]).astype(int)
+        theirs = np.stack([ref.corrupt_one(name, im, c, rng) for im in images]).astype(int)
         theirs -= images
         _close(ours, theirs, f"{name} {severity} mean change")
         _close(np.abs(ours), np.abs(theirs), f"{name} {severity} mean |change|")

@@ -28,7 +28,8 @@ _SHARED = (
                  'optimizer = \'sgd\'" (read-only, like query).'),
     click.option("--device", default=None, help="auto, cpu or cuda[:N] (default: the launched "
                  "spec's runtime device; auto = the task's GPU when it has one)."),
-    click.option("--data-dir", default=None, help="Dataset folder (default: $QGEN_DATA_DIR)."),
+    click.option("--data-dir", default=None, help="Dataset folder (default: the launched "
+                 "spec's runtime.data_dir, else $QGEN_DATA_DIR)."),
     click.option("--backend", type=click.Choice(["ray", "local"]), default="ray",
                  show_default=True,
                  help="ray = one Ray task per trial; local = in this process, one by one."),
@@ -75,6 +76,12 @@ class JobOptions:
             raise UsageError(f"--device must be auto, cpu, cuda or cuda:N (N = 0, 1, ...), but "
                              f"got {self.device!r}")
         return self.device or spec_device(self.root(sweep))
+
+    def data_dir_for(self, sweep: str) -> str | None:
+        """--data-dir, else the launched spec's runtime.data_dir (the data the trials used)."""
+        from qgen_sweep.posthoc.runner import spec_data_dir
+
+        return self.data_dir or spec_data_dir(self.root(sweep))
 
     def run(self, kind, sweep: str, settings: dict[str, Any]):
         """The JobRun of this invocation, with per-task resources resolved."""

@@ -86,7 +86,7 @@ def robustness_command(sweep: str, corruptions: str | None, severities: str | No
     names, levels = _sets(corruptions, severities, source)
     settings = RobustnessSettings(source=source, corruptions=names, severities=levels,
                                   seed=seed, eval_batch_size=eval_batch_size,
-                                  device=jobs.device_for(sweep), data_dir=jobs.data_dir,
+                                  device=jobs.device_for(sweep), data_dir=jobs.data_dir_for(sweep),
                                   corrupted_dir=corrupted_dir)
     run = jobs.run(ROBUSTNESS, sweep, settings.to_dict())
     if source == "released":

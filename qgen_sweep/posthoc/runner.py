@@ -76,6 +76,15 @@ def spec_device(root: Path) -> str:
     return "auto"
 
 
+def spec_data_dir(root: Path) -> str | None:
+    """The launched spec's runtime data_dir (None: $QGEN_DATA_DIR or the default cache)."""
+    if (root / "sweep.toml").is_file():
+        from qgen_sweep.backends.launcher import saved_spec
+
+        return saved_spec(root).runtime.data_dir
+    return None
+
+
 def _text(result: dict[str, Any]) -> str:
     """'marked   t0 Int2  0.3 s' (and the failure message) for one finished job."""
     label = "FP32" if result["bits"] == 32 else f"Int{result['bits']}"
