@@ -66,7 +66,8 @@ def test_train_human_output(tmp_path: Path) -> None:
         (["--optimizer", "lbfgs"], "optimizer must be one of sgd, adam, rmsprop, but got 'lbfgs'"),
         (["--lr", "-0.1"], "lr must be a finite number > 0, but got -0.1"),
         (["--dataset", "cifar10"], "cifar10 data not found"),
-        (["--dataset", "imagenet"], "dataset must be one of"),
+        (["--dataset", "imagenet"], "imagenet data not found"),
+        (["--dataset", "mnist"], "dataset must be one of"),
         (["--milestones", "5,x"], "milestones must be comma-separated epochs"),
     ],
 )

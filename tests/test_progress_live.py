@@ -90,7 +90,9 @@ def test_launch_into_a_pipe_prints_heartbeats_and_failures_at_once(tmp_path, env
     spec = load_spec("smoke", [ONE[i + 1] for i in range(0, len(ONE), 2)])
     (trial,) = plan(spec)
     faults = write_faults(tmp_path / "faults.json", [
-        {"trial_id": trial.trial_id, "epoch": 2, "times": 1, "action": "raise"}])
+        {"trial_id": trial.trial_id, "epoch": 2, "times": 1, "action": "raise"},
+        # the retry pauses after epoch 3, so heartbeats see a trial mid-way on any machine
+        {"trial_id": trial.trial_id, "epoch": 3, "times": 1, "action": "pause", "seconds": 2}])
     result = subprocess.run(
         [EXE, "launch", "smoke", "--results-dir", str(results), "--backend", "local",
          "--progress-interval", "0.5", "--log", "tensorboard", *ONE], capture_output=True,

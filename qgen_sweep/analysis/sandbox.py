@@ -230,7 +230,10 @@ def with_timeout(con: duckdb.DuckDBPyConnection, timeout: float | None, work: Ca
         raise UsageError(one_line(error)) from error
     finally:
         if timer is not None:
+            # Wait for the timer thread to end: a thread still holding the connection when the
+            # interpreter exits makes DuckDB abort the process (terminate, exit -6).
             timer.cancel()
+            timer.join()
 
 
 def run_statement(con: duckdb.DuckDBPyConnection, sql: str, limit: int = DEFAULT_ROW_LIMIT,

@@ -9,8 +9,9 @@ Set QGEN_FAULT_INJECTION to a JSON file:
 training). A retry continues after the last checkpoint, so a fault at epoch k >= 1 fires in the
 attempt that trains epoch k only: use epoch 0 to make every attempt of a trial fail.
 `times`: how often the fault fires in total (an integer, or "always"). `action`: "raise"
-(InjectedFault, an ordinary exception: Ray retries it) or "kill" (SIGKILL of the process running
-the trial: the worker dies mid-training). The number of firings is kept on disk next to the JSON
+(InjectedFault, an ordinary exception: Ray retries it), "kill" (SIGKILL of the process running
+the trial: the worker dies mid-training) or "pause" (sleep `seconds`, default 2, then go on: a
+test can watch a trial that is mid-way however fast the machine trains). The number of firings is kept on disk next to the JSON
 file (`<file>.fired/`), so retries in new processes see it. In a fused bundle a member's fault
 fails the whole bundle's attempt, as a real crash would. Never set this in real runs.
 """
@@ -20,13 +21,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from qgen_sweep.errors import UsageError
 
 ENV_VAR = "QGEN_FAULT_INJECTION"
-ACTIONS = ("raise", "kill")
+ACTIONS = ("raise", "kill", "pause")
 
 
 class InjectedFault(RuntimeError):
@@ -39,6 +41,7 @@ class Fault:
     epoch: int
     times: int | None  # None = always
     action: str
+    seconds: float = 2.0  # how long a "pause" sleeps
 
 
 class FaultPlan:
@@ -69,6 +72,9 @@ class FaultPlan:
             if fault.times is not None and self._fired(index, trial_id) >= fault.times:
                 continue
             self._count(index, trial_id)
+            if fault.action == "pause":
+                time.sleep(fault.seconds)
+                return
             if fault.action == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             raise InjectedFault(f"injected fault #{index} in trial {trial_id} at epoch {epoch}")
@@ -105,5 +111,8 @@ def _parse_fault(item: dict) -> Fault:
         raise ValueError(f"action must be one of {ACTIONS}, got {action!r}")
     if times != "always" and (not isinstance(times, int) or times < 1):
         raise ValueError(f"times must be an integer >= 1 or 'always', got {times!r}")
+    seconds = item.get("seconds", 2.0)
+    if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 3600:
+        raise ValueError(f"seconds must be a number in [0, 3600], got {seconds!r}")
     return Fault(str(item["trial_id"]), int(item.get("epoch", 1)),
-                 None if times == "always" else times, action)
+                 None if times == "always" else times, action, float(seconds))

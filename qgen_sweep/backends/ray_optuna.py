@@ -30,7 +30,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from qgen_sweep.backends import RunContext, RunSettings
 from qgen_sweep.backends.progress import Progress
-from qgen_sweep.backends.ray import _ProgressCallback, effective_gpu, init_ray
+from qgen_sweep.backends.ray import _PROGRESS, _ProgressCallback, effective_gpu, init_ray
 from qgen_sweep.backends.runner import run_one, task_of
 from qgen_sweep.store import ResultsStore
 from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, TrialRuntime
@@ -47,9 +47,16 @@ class _LedgerSearch(OptunaSearch):
         super().__init__(space=adaptive.space, metric=settings.objective, mode=settings.mode,
                          sampler=adaptive.study.sampler, study_name=adaptive.key.name,
                          storage=storage)
-        self.adaptive, self.progress = adaptive, progress
+        # Tune pickles its search algorithm with the experiment state; the Progress (a lock and an
+        # output stream) stays in this process and is found again by its key.
+        self.adaptive, self.progress_key = adaptive, id(progress)
+        _PROGRESS[self.progress_key] = progress
         self.planned: dict[str, Any] = {}  # Ray trial id -> PlannedTrial
         self.reported: dict[str, set[int]] = {}  # Ray trial id -> epochs told to the study
+
+    @property
+    def progress(self) -> Progress:
+        return _PROGRESS[self.progress_key]
 
     def exhausted(self) -> bool:
         """No suggestion will ever be needed again (budget reached, or too many failures)."""
@@ -243,7 +250,10 @@ def run_ray_search(studies: list, ctx: RunContext, settings: RunSettings, progre
             callbacks=[_ProgressCallback(progress, store)], log_to_file=False,
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        _PROGRESS.clear()
     for study in studies:
         if study.give_up():
             progress.note(f"{study.key.name}: stopped after {study.failed} trials failed for "

@@ -122,7 +122,7 @@ class _EpochLog:
         if "tensorboard" in loggers:
             from qgen_sweep.backends.tensorboard import TensorBoardLog
 
-            self.tensorboard = TensorBoardLog(store.root, trial_id)
+            self.tensorboard = TensorBoardLog(store.root, trial_id, len(attempts))
 
     def record(self, metrics: EpochMetrics) -> None:
         self.rows = [r for r in self.rows if r["epoch"] < metrics.epoch] + [epoch_row(metrics)]

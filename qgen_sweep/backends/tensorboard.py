@@ -38,8 +38,9 @@ def _finite(value: float | None) -> bool:
 class TensorBoardLog:
     """The per-epoch scalars of one trial attempt; the writer opens at the first epoch."""
 
-    def __init__(self, root: Path | str, trial_id: str) -> None:
+    def __init__(self, root: Path | str, trial_id: str, attempt: int = 1) -> None:
         self.logdir = trial_dir(root, trial_id)
+        self.attempt = attempt
         self._writer: Any = None
 
     def epoch(self, m: EpochMetrics) -> None:
@@ -47,7 +48,11 @@ class TensorBoardLog:
         if self._writer is None:
             from tensorboardX import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.logdir), purge_step=m.epoch)
+            # tensorboardX names event files by the second and the host: a retry in the same
+            # process within that second would overwrite the failed attempt's file without
+            # the attempt in the name.
+            self._writer = SummaryWriter(str(self.logdir), purge_step=m.epoch,
+                                         filename_suffix=f".attempt{self.attempt}")
         scalars = {"loss/train": m.train_loss, "loss/test": m.test_loss,
                    "accuracy/train": 100 * m.train_acc, "accuracy/test": 100 * m.test_acc,
                    "lr": m.lr, "seconds": m.seconds, "step_size/mean": m.step_size_mean}

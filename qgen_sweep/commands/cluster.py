@@ -25,6 +25,8 @@ def _gpus_per_node(sweep: str, overrides: tuple[str, ...], nodes: int,
     per_trial = load_spec(sweep, overrides).resources.gpus_per_trial
     if gpus_per_node is None:
         gpus_per_node = per_trial
+    if nodes < 1 or gpus_per_node < 0:
+        return gpus_per_node  # SlurmJob names the bad count; a fit check would only confuse it
     if per_trial > nodes * gpus_per_node:
         raise UsageError(f"resources.gpus_per_trial = {per_trial} GPUs do not fit in the job's "
                          f"{nodes} node(s) x {gpus_per_node} GPUs; raise --nodes or "

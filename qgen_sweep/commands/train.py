@@ -61,7 +61,7 @@ def _echo_epoch(metrics: Any) -> None:
 
 
 @click.command("train")
-@click.option("--dataset", required=True, help="cifar10, cifar100 or digits.")
+@click.option("--dataset", required=True, help="cifar10, cifar100, imagenet or digits.")
 @click.option("--bits", type=int, required=True, help="2, 4, 8 (LSQ weights) or 32 (FP32).")
 @click.option("--optimizer", required=True, help="sgd (momentum), adam or rmsprop.")
 @click.option("--lr", type=float, required=True, help="Learning rate.")
