@@ -75,14 +75,15 @@ Problem = Callable[[str, str], None]  # add(key, message)
 
 
 def _type_name(kind: type | tuple[type, ...]) -> str:
-    return {str: "string", int: "integer", bool: "boolean"}[kind]  # type: ignore[index]
+    """The type with its article, for "must be an integer"."""
+    return {str: "a string", int: "an integer", bool: "a boolean"}[kind]  # type: ignore[index]
 
 
 def _check(add: Problem, name: str, value: Any) -> bool:
     kind = _TYPES[name]
     ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
     if not ok:
-        add(f"optuna.{name}", f"must be a {_type_name(kind)}, but got {value!r}")
+        add(f"optuna.{name}", f"must be {_type_name(kind)}, but got {value!r}")
         return False
     if name in _CHOICES and value not in _CHOICES[name]:
         add(f"optuna.{name}", f"{value!r} is not allowed; allowed: {', '.join(_CHOICES[name])}")

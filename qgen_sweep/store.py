@@ -44,6 +44,7 @@ Hive partition inference (DuckDB: hive_partitioning = false).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -58,7 +59,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qgen_sweep.atomic import atomic_open, remove_stale_temp_files, write_text_atomic
-from qgen_sweep.errors import StoreError
+from qgen_sweep.errors import StoreError, UsageError
 from qgen_sweep.landscape.schema import LANDSCAPE_SCHEMA
 from qgen_sweep.provenance import failure_row
 from qgen_sweep.trial.config import COLUMN_FIELDS, TrialConfig
@@ -459,22 +460,49 @@ class SweepLock:
         return self._lock_path.with_name(self._lock_path.name + ".json")
 
     def __enter__(self) -> SweepLock:
-        from filelock import Timeout
-
+        self._made_root = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            self._lock.acquire()
-        except Timeout:
-            raise StoreError(self._refusal()) from None
+        self._made_lock_file = not self._lock_path.exists()
+        self._acquire()
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                 "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         self.info_path.write_text(json.dumps(info))
         self.removed_temp_files = self._remove_stale_temp_files()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
         self.info_path.unlink(missing_ok=True)
+        refused = exc_type is not None and issubclass(exc_type, UsageError)
+        if refused and self._made_lock_file:  # a refused command leaves the folder as it was
+            self._lock_path.unlink(missing_ok=True)  # still held: nobody else is inside
         self._lock.release()
+        if refused and self._made_root:
+            with contextlib.suppress(OSError):  # not empty: something else wrote there
+                self.root.rmdir()
+
+    def _acquire(self) -> None:
+        """flock the lock file, making sure the file locked is the one at the path: a refused
+        holder unlinks a lock file it created, and a process that opened it just before then
+        would otherwise hold a lock on a file nobody else sees."""
+        from filelock import Timeout
+
+        for _ in range(3):
+            try:
+                self._lock.acquire()
+            except Timeout:
+                raise StoreError(self._refusal()) from None
+            if self._holds_the_file_at_the_path():
+                return
+            self._lock.release()
+        raise StoreError(self._refusal())
+
+    def _holds_the_file_at_the_path(self) -> bool:
+        fd = getattr(getattr(self._lock, "_context", None), "lock_file_fd", None)
+        try:
+            at_path = os.stat(self._lock_path)
+        except FileNotFoundError:
+            return False
+        return fd is None or os.path.samestat(at_path, os.fstat(fd))
 
     def _remove_stale_temp_files(self) -> int:
         removed = sum(remove_stale_temp_files(self.root / folder)

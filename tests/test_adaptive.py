@@ -76,7 +76,7 @@ def test_shipped_adaptive_specs_validate():
     ("optuna.sampler=\"cmaes\"", "optuna.sampler: 'cmaes' is not allowed; allowed: tpe, random"),
     ("optuna.direction=\"down\"", "optuna.direction: 'down' is not allowed"),
     ("optuna.n_trials=0", "optuna.n_trials: must be an integer >= 1, but got 0"),
-    ("optuna.n_trials=2.5", "optuna.n_trials: must be a integer, but got 2.5"),
+    ("optuna.n_trials=2.5", "optuna.n_trials: must be an integer, but got 2.5"),
     ("optuna.objective=\"accuracy\"", "optuna.objective: 'accuracy' is not allowed; allowed: "),
     ("optuna.per_precision=1", "optuna.per_precision: must be a boolean, but got 1"),
     ("optuna.reduction_factor=1", "optuna.reduction_factor: must be an integer >= 2"),
