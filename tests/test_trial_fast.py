@@ -84,11 +84,17 @@ def test_compiled_and_eager_trials_agree():
 
 @pytest.mark.slow
 def test_compiled_and_eager_bundles_agree():
-    eager = run_bundle(MIXED, CPU, conv_impl="grouped")
-    compiled = run_bundle(MIXED, dataclasses.replace(CPU, compile="default"), conv_impl="grouped")
+    # In float64 the compiled bundle computes what the eager one does to rounding (~1e-14), so
+    # the check is tight and exact on accuracies. (In float32 the Int2 member of MIXED sits at
+    # chance, where kernels' different summation orders flip a couple of near-tied predictions.)
+    f64 = dataclasses.replace(CPU, dtype="float64")
+    eager = run_bundle(MIXED, f64, conv_impl="grouped")
+    compiled = run_bundle(MIXED, dataclasses.replace(f64, compile="default"), conv_impl="grouped")
     for e, c in zip(eager, compiled, strict=True):
-        for name in ("train_loss", "test_loss", "train_acc", "test_acc"):
-            assert close(getattr(c, name), getattr(e, name), 1e-3), name
+        for name in ("train_loss", "test_loss"):
+            assert close(getattr(c, name), getattr(e, name), 1e-9), name
+        for name in ("train_acc", "test_acc"):
+            assert getattr(c, name) == getattr(e, name), name
 
 
 def test_channels_last_gives_the_same_results():
