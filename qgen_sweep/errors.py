@@ -35,6 +35,11 @@ class StoreError(QGenError):
     """The results store is missing, locked or inconsistent: exit code 1."""
 
 
+class ResultsDirError(UsageError, StoreError):
+    """--results-dir (or the sweep name it defaults from) names no results: a path that does not
+    exist, a file, or a folder without sweep results. Bad input, so exit code 2."""
+
+
 class CheckpointUnreadable(QGenError):
     """A trial's training-state checkpoint did not load. The engine has moved it aside, so the
     next attempt starts the trial afresh; the runner records this attempt as a failure row."""

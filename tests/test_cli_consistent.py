@@ -44,3 +44,14 @@ def test_a_refused_launch_leaves_no_lock_file(tmp_path):
     proc = _run("launch", "smoke", "--backend", "local", "--results-dir", str(root))
     _one_error_line(proc, "holds a different sweep")
     assert sorted(p.name for p in root.iterdir()) == before  # no .lock, no .lock.json
+
+
+def test_a_missing_sweep_or_a_file_as_results_dir_is_bad_input(tmp_path):
+    (tmp_path / "afile").write_text("not a results directory")
+    _one_error_line(_run("report", "nosuch", cwd=tmp_path), "'runs/nosuch' does not exist",
+                    "qgen-sweep list")
+    for command in (["report"], ["query", "SELECT 1"], ["dashboard"], ["measure", "smoke"]):
+        proc = _run(*command, "--results-dir", "afile", cwd=tmp_path)
+        _one_error_line(proc, "afile' is a file, not a folder")
+    _one_error_line(_run("measure", "smoke", "--results-dir", "gone", cwd=tmp_path),
+                    "does not exist")

@@ -147,7 +147,7 @@ def test_bad_input_is_one_line_and_exit_2(smoke: Path, args: list[str], needle: 
     assert needle in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_missing_results_dir_is_a_runtime_error(tmp_path: Path) -> None:
+def test_missing_results_dir_is_bad_input(tmp_path: Path) -> None:
     result = qgen("measure", "smoke", "--results-dir", str(tmp_path / "nothing"))
-    assert result.returncode == 1
-    assert "no finished trials" in result.stderr
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and len(result.stderr.strip().splitlines()) == 1

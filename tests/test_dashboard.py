@@ -142,7 +142,7 @@ def test_api_refuses_bad_curves_and_unknown_paths(server, store):
 def test_dashboard_without_results_says_so(tmp_path):
     result = subprocess.run([EXE, "dashboard", "--results-dir", str(tmp_path / "none")],
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "does not exist" in result.stderr
+    assert result.returncode == 2 and "does not exist" in result.stderr
 
 
 @pytest.mark.slow

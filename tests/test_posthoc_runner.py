@@ -12,7 +12,7 @@ import pytest
 from posthoc_helpers import MARK, is_marked
 
 from qgen_sweep.backends.progress import JobProgress
-from qgen_sweep.errors import QGenError, StoreError, UsageError
+from qgen_sweep.errors import QGenError, ResultsDirError, StoreError, UsageError
 from qgen_sweep.posthoc.runner import JobRun, run_jobs
 from qgen_sweep.store import ResultsStore, SweepLock
 
@@ -59,7 +59,7 @@ def test_a_failure_is_a_row_the_others_go_on_and_a_rerun_retries(tmp_path: Path)
 
 
 def test_lock_where_and_missing_store_errors(tmp_path: Path) -> None:
-    with pytest.raises(StoreError, match="no finished trials"):
+    with pytest.raises(ResultsDirError, match="does not exist"):
         run_jobs(_run(tmp_path / "none"), is_marked, echo=print)
     _store(tmp_path)
     with pytest.raises(UsageError, match="--where must be a SQL condition"):

@@ -166,7 +166,7 @@ def test_bad_query_prints_duckdb_message_on_one_line(runs, env):
 
 def test_missing_and_empty_store_say_so(tmp_path, env):
     missing = qgen(env, "query", "--results-dir", str(tmp_path / "nowhere"), "SELECT 1")
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
     fresh = tmp_path / "fresh"
     (fresh / "trials").mkdir(parents=True)
     empty = qgen(env, "query", "--results-dir", str(fresh), "SELECT * FROM trials")

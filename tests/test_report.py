@@ -111,7 +111,7 @@ def test_report_on_empty_or_missing_store_says_so(tmp_path, env):
     empty = qgen(env, "report", "--results-dir", str(tmp_path / "fresh"))
     assert empty.returncode == 1 and "no trials in" in empty.stderr
     missing = qgen(env, "report", "--results-dir", str(tmp_path / "nowhere"))
-    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
 def test_report_across_sweeps_keeps_them_apart(tmp_path, env):

@@ -24,7 +24,7 @@ import pyarrow as pa
 from qgen_sweep.analysis import cache, sandbox
 from qgen_sweep.analysis._duck import execute
 from qgen_sweep.collapse import collapsed_sql
-from qgen_sweep.errors import QGenError, StoreError
+from qgen_sweep.errors import QGenError, ResultsDirError
 from qgen_sweep.landscape.schema import LANDSCAPE_SCHEMA
 from qgen_sweep.resources import data_dir
 from qgen_sweep.store import EPOCH_SCHEMA, FAILURE_SCHEMA, PLAN_SCHEMA, TRIAL_SCHEMA, ResultsStore
@@ -119,22 +119,32 @@ def _store(root: Path, label: str | None = None) -> Store:
     return Store(root, label or name, name, _spec_hash(root))
 
 
+def check_results_dir(root: Path) -> None:
+    """A ResultsDirError (exit 2) unless `root` is an existing folder."""
+    if root.is_file():
+        raise ResultsDirError(
+            f"results directory {str(root)!r} is a file, not a folder; pass the folder a launch "
+            "wrote (e.g. --results-dir runs/smoke), or a folder of such folders"
+        )
+    if not root.is_dir():
+        raise ResultsDirError(
+            f"results directory {str(root)!r} does not exist (run `qgen-sweep launch SWEEP` "
+            "first, `qgen-sweep list` names the shipped sweeps, or pass --results-dir DIR)"
+        )
+
+
 def find_stores(results_dir: Path | str) -> list[Store]:
     """The sweep stores in `results_dir`: the folder itself, or its sub-folders that are stores.
 
     Sub-folder stores sharing a sweep name are labelled `<name>@<folder>` (see Store).
     """
     root = Path(results_dir)
-    if not root.is_dir():
-        raise StoreError(
-            f"results directory {str(root)!r} does not exist "
-            "(run `qgen-sweep launch SWEEP` first, or pass --results-dir DIR)"
-        )
+    check_results_dir(root)
     if _is_store(root):
         return [_store(root)]
     stores = [_store(sub) for sub in sorted(root.iterdir()) if sub.is_dir() and _is_store(sub)]
     if not stores:
-        raise StoreError(
+        raise ResultsDirError(
             f"no sweep results in {str(root)!r}: it holds no plan.parquet, trials/ or sweep "
             "folders (run `qgen-sweep launch SWEEP --results-dir DIR` first)"
         )

@@ -45,7 +45,7 @@ def dashboard_command(sweep: str | None, results_dir: Path | None, port: int, ho
     from qgen_sweep.dashboard.server import DashboardServer
 
     folder = resolve_results_dir(sweep, results_dir)
-    data = DashboardData(folder)  # a StoreError (exit 1) when there are no results
+    data = DashboardData(folder)  # a ResultsDirError (exit 2) when there are no results
     try:
         server = DashboardServer(data, host, port, verbose=verbose)
     except OSError as error:

@@ -117,18 +117,19 @@ def _run_local(run: JobRun, trials: list[dict[str, Any]], on_result, progress) -
 def run_jobs(run: JobRun, is_done: IsDone, detail: str = "", echo: Echo | None = None) -> dict:
     """Run the pending jobs of `run` under its kind's lock; return the summary dict.
 
-    Raises StoreError when the results directory has no finished trials (or is locked by the
-    same kind), QGenError (exit 1) after the summary when any job failed.
+    Raises ResultsDirError (exit 2) when the results directory is missing or a file, StoreError
+    when it has no finished trials (or is locked by the same kind), QGenError (exit 1) after the
+    summary when any job failed.
     """
-    from qgen_sweep.posthoc.select import eligible_trials, no_finished_trials
+    from qgen_sweep.analysis.db import check_results_dir
+    from qgen_sweep.posthoc.select import eligible_trials
     from qgen_sweep.store import SweepLock
 
     if echo is None:
         import click
 
         echo = click.echo
-    if not run.root.is_dir():  # checked before the lock, which would create the directory
-        raise no_finished_trials(run.root, run.sweep)
+    check_results_dir(run.root)  # before the lock, which would create the directory
     eligible_trials(ResultsStore(run.root), run.where)  # a bad --where is refused before the lock
     with SweepLock(run.root, run.kind.command, name=run.kind.lock):
         summary = _run_locked(run, is_done, detail, echo)
