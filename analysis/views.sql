@@ -16,6 +16,8 @@
 --      (absolute) and spec_hash (from its sweep.toml; NULL without one). The label is the sweep
 --      name, or <name>@<folder> when several stores of the results directory share that name
 --      (replicates of one sweep are never merged: their trial ids are the same).
+--      raw_started has one row per started trial (sweep, trial_id, running: whether a launch
+--      or resume holds that store's lock now), from the checkpoints/<id>/attempts.json files.
 --      A kind with no files is an empty table with its schema's columns; raw_measures (raw_robustness)
 --      exists only when some store has measures (robustness) files. Files that do not read back (truncated by hand) are
 --      skipped with a warning, as ResultsStore does. Hive partitioning is off: `bits` comes from
@@ -76,10 +78,15 @@ CREATE OR REPLACE VIEW failures AS
 SELECT *
 FROM raw_failures;
 
--- Every planned trial with its current state:
+-- Every planned trial with its current state, in the words (and by the rules) of
+-- `qgen-sweep status` (qgen_sweep/store.py, sweep_status):
 --   done / collapsed / diverged  the trial has a final row (its status in the trials view);
---   failed           no final row, at least one failed attempt;
---   pending          neither (not started yet, or running: see epochs_done).
+--   running          no final row, started, and a launch or resume holds the store's lock now;
+--   failed           no final row, at least one failed attempt, nobody running it;
+--   interrupted      no final row, started (an attempts log), no failure, nobody running it;
+--   pending          not started yet.
+-- raw_started (Python: one row per trial with an attempts log; `running` = the lock is held)
+-- is what the files say about starts; epochs_done counts the per-epoch rows written so far.
 CREATE OR REPLACE VIEW plan AS
 WITH fails AS (
     SELECT sweep, trial_id, count(*) AS failed_attempts, max(time) AS last_failure
@@ -96,7 +103,9 @@ SELECT
     precision_label(p.bits) AS precision,
     CASE
         WHEN t.status IS NOT NULL THEN t.status
+        WHEN s.running THEN 'running'
         WHEN f.trial_id IS NOT NULL THEN 'failed'
+        WHEN s.trial_id IS NOT NULL THEN 'interrupted'
         ELSE 'pending'
     END AS state,
     coalesce(f.failed_attempts, 0) AS failed_attempts,
@@ -104,4 +113,5 @@ SELECT
 FROM raw_plan AS p
 LEFT JOIN trials AS t ON t.sweep = p.sweep AND t.trial_id = p.trial_id
 LEFT JOIN fails AS f ON f.sweep = p.sweep AND f.trial_id = p.trial_id
-LEFT JOIN progress AS g ON g.sweep = p.sweep AND g.trial_id = p.trial_id;
+LEFT JOIN progress AS g ON g.sweep = p.sweep AND g.trial_id = p.trial_id
+LEFT JOIN raw_started AS s ON s.sweep = p.sweep AND s.trial_id = p.trial_id;

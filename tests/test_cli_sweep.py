@@ -51,7 +51,8 @@ def test_unknown_set_key_is_a_one_line_usage_error():
 
 def test_status_and_resume_without_a_launch_say_what_to_do(tmp_path):
     status = _run("status", "smoke", "--results-dir", str(tmp_path / "none"))
-    assert status.returncode == 1 and "qgen-sweep launch" in status.stderr
+    assert status.returncode == 0 and "qgen-sweep launch" in status.stderr
+    assert "all 16 planned trials are pending" in status.stderr and not (tmp_path / "none").exists()
     resume = _run("resume", "smoke", "--results-dir", str(tmp_path / "none"))
     assert resume.returncode == 2 and "no sweep.toml" in resume.stderr
     assert "Traceback" not in status.stderr + resume.stderr
@@ -86,10 +87,10 @@ def test_launch_exit_codes_summary_and_status(tmp_path):
     assert first.returncode == 1, first.stderr
     assert "1 of 4 trials have no result" in first.stderr
     assert "summary" in first.stdout and f"trial {failing} failed: InjectedFault" in first.stdout
-    status = json.loads(_run("status", "smoke", "--results-dir", root, "--json").stdout)
+    status = json.loads(_run("status", "smoke", "--results-dir", root, "--format", "json").stdout)
     assert status["totals"]["failed"] == 1 and status["missing"] == 1
     assert status["failures"][0]["trial_id"] == failing
     again = _run("resume", "smoke", "--results-dir", root, "--backend", "local")
     assert again.returncode == 0, again.stderr
-    status = json.loads(_run("status", "smoke", "--results-dir", root, "--json").stdout)
+    status = json.loads(_run("status", "smoke", "--results-dir", root, "--format", "json").stdout)
     assert status["missing"] == 0 and status["totals"]["planned"] == 4

@@ -1,10 +1,11 @@
-"""`qgen-sweep train` as a real subprocess: outputs, --json, resume, exit codes."""
+"""`qgen-sweep train` as a real subprocess: outputs, --format json, reuse, exit codes."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
 
 def test_train_json_and_out_dir(tmp_path: Path) -> None:
     out = tmp_path / "one"
-    proc = _run([*BASE, "--epochs", "4", "--out", str(out), "--json"], tmp_path)
+    proc = _run([*BASE, "--epochs", "4", "--out", str(out), "--format", "json"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1  # one JSON object, nothing else on stdout
@@ -44,12 +45,17 @@ def test_train_json_and_out_dir(tmp_path: Path) -> None:
     assert float(rows[3]["lr"]) == pytest.approx(0.005)  # milestone 3, gamma 0.1
     assert {p.name for p in (out / "checkpoints").iterdir()} == {"init.pt", "last.pt", "best.pt"}
 
-    # Rerunning with the same --out continues from the checkpoint: nothing left to train.
+    # Rerunning with the same --out reuses the result (--json: the older spelling of --format).
     again = _run([*BASE, "--epochs", "4", "--out", str(out), "--json"], tmp_path)
     assert again.returncode == 0, again.stderr
     assert {k: v for k, v in json.loads(again.stdout).items() if k != "seconds"} == {
         k: v for k, v in result.items() if k != "seconds"
     }
+    assert f"reused the result in {out / 'result.json'}" in again.stderr
+    assert "epoch " not in again.stderr  # nothing trained
+    other = _run([*BASE, "--epochs", "5", "--out", str(out)], tmp_path)
+    assert other.returncode == 2 and other.stderr.count("\n") == 1
+    assert "holds the result of another configuration" in other.stderr
 
 
 def test_train_human_output(tmp_path: Path) -> None:
@@ -57,6 +63,11 @@ def test_train_human_output(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "epoch    2" in proc.stderr  # per-epoch progress on stderr
     assert "status  done" in proc.stdout and "test_acc" in proc.stdout
+    # people read percent; result.json and --format json keep fractions
+    assert re.search(r"^\s+test_acc  \d+\.\d\d%$", proc.stdout, re.MULTILINE), proc.stdout
+    assert re.search(r"test acc \d+\.\d\d%", proc.stderr), proc.stderr
+    # milestone 3 of 2 epochs never lowers the learning rate
+    assert "warning: milestones 3 are after the last epoch (2)" in proc.stderr
 
 
 @pytest.mark.parametrize(
@@ -74,7 +85,7 @@ def test_train_human_output(tmp_path: Path) -> None:
 def test_invalid_values_exit_2_with_one_line(
     tmp_path: Path, override: list[str], message: str
 ) -> None:
-    proc = _run([*BASE, "--epochs", "1", *override], tmp_path)
+    proc = _run([*BASE, "--epochs", "3", *override], tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")

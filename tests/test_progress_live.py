@@ -182,7 +182,8 @@ def test_status_watch_in_a_log_prints_one_line_per_interval_and_ends_when_done(t
 
 
 def test_status_watch_refuses_json_and_a_bad_interval(tmp_path, env):
-    for extra, message in ((["--json"], "does not combine with --json"),
+    for extra, message in ((["--format", "json"], "does not combine with --format json"),
+                           (["--json"], "does not combine with --format json"),
                            (["--interval", "0"], "--interval must be > 0 seconds, but got 0")):
         result = subprocess.run([EXE, "status", "smoke", "--results-dir", str(tmp_path),
                                  "--watch", *extra], capture_output=True, text=True, env=env)

@@ -162,6 +162,22 @@ def _load_stores(con: duckdb.DuckDBPyConnection, stores: list[Store]) -> None:
                 [store.sweep, store.name, str(store.root.resolve()), store.spec_hash])
 
 
+def _load_started(con: duckdb.DuckDBPyConnection, stores: list[Store]) -> None:
+    """raw_started: one row per trial that has started (its attempts log exists), with
+    `running` = a launch or resume holds its store's lock now: what `qgen-sweep status` counts
+    as running (started, lock held) or interrupted (started, nobody running it)."""
+    from qgen_sweep.store import lock_holder
+
+    execute(con, "CREATE TABLE raw_started (sweep VARCHAR, trial_id VARCHAR, running BOOLEAN)")
+    for store in stores:
+        logs = (store.root / "checkpoints").glob("*/attempts.json")
+        started = sorted(path.parent.name for path in logs)
+        if started:
+            running = lock_holder(store.root) is not None
+            con.executemany("INSERT INTO raw_started VALUES (?, ?, ?)",
+                            [(store.sweep, trial_id, running) for trial_id in started])
+
+
 _DUCK_TYPES = {
     "string": "VARCHAR",
     "int32": "INTEGER",
@@ -262,6 +278,7 @@ def connect(
     con = duckdb.connect(":memory:")
     loaded = {kind for kind in KINDS if _load_kind(con, stores if kind in wanted else [], kind)}
     _load_stores(con, stores)
+    _load_started(con, stores if "plan" in wanted else [])
     _lock_down(con)
     for statement in collapsed_sql(include_collapsed):
         execute(con, statement)

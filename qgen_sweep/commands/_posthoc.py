@@ -20,6 +20,8 @@ from typing import Any
 
 import click
 
+from qgen_sweep.commands._output import chosen_format, format_option, json_alias
+
 _SHARED = (
     click.option("--results-dir", type=click.Path(path_type=Path), default=None,
                  help="Results directory (default: the spec's results_dir, else ./runs/SWEEP)."),
@@ -39,11 +41,12 @@ _SHARED = (
                  help="CPUs per job (default: the sweep's resources.cpu)."),
     click.option("--gpus-per-task", type=float, default=None,
                  help="GPUs per job (default: the sweep's resources.gpu)."),
-    click.option("--json", "as_json", is_flag=True,
-                 help="Print a JSON summary instead of lines."),
+    format_option("table", "json", help_="table = a line per job with an ETA, then a summary; "
+                  "json = only the summary, as one JSON object."),
+    json_alias,
 )
 _NAMES = ("results_dir", "where", "device", "data_dir", "backend", "address", "cpus_per_task",
-          "gpus_per_task", "as_json")
+          "gpus_per_task")
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ class JobOptions:
     address: str | None
     cpus_per_task: float | None
     gpus_per_task: float | None
-    as_json: bool
+    as_json: bool  # --format json
 
     def root(self, sweep: str) -> Path:
         """The results directory, absolute (Ray workers may run elsewhere)."""
@@ -99,7 +102,8 @@ def job_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> Any:
-        jobs = JobOptions(**{name: kwargs.pop(name) for name in _NAMES})
+        as_json = chosen_format(kwargs.pop("fmt"), kwargs.pop("as_json")) == "json"
+        jobs = JobOptions(**{name: kwargs.pop(name) for name in _NAMES}, as_json=as_json)
         return command(jobs=jobs, **kwargs)
 
     for option in reversed(_SHARED):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from qgen_sweep.commands._output import chosen_format, format_option, json_alias
 from qgen_sweep.errors import QGenError, UsageError
 
 _SET_HELP = "Override a spec value, e.g. --set train.epochs=3 (repeatable; same validation)."
@@ -206,43 +207,96 @@ def _dry_run(spec, results_dir: Path) -> None:
 @click.argument("sweep")
 @click.option("--results-dir", type=click.Path(path_type=Path), default=None,
               help="Results directory (default: the spec's results_dir, else ./runs/SWEEP).")
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
+@format_option("table", "markdown", "csv", "json",
+               help_="table = the status table with failures (the default); markdown or csv = "
+                     "the counts by precision; json = counts, failures, corrupt files, who runs "
+                     "the sweep, for scripts.")
+@json_alias
 @click.option("--failures", default=5, show_default=True, help="How many latest failures to show.")
 @click.option("--watch", is_flag=True,
               help="Redraw every --interval seconds (with the running trials' epochs) until the "
                    "sweep is finished or its launch stops; a log gets one line per interval.")
 @click.option("--interval", type=float, default=5.0, show_default=True,
               help="Seconds between redraws with --watch.")
-def status_command(sweep: str, results_dir: Path | None, as_json: bool, failures: int,
-                   watch: bool, interval: float) -> None:
-    """Planned / done / collapsed / diverged / failed / pending by precision; safe while a launch
-    runs. Collapsed = finished at chance-level accuracy or with a huge training loss.
+def status_command(sweep: str, results_dir: Path | None, fmt: str, as_json: bool,
+                   failures: int, watch: bool, interval: float) -> None:
+    """Planned / done / collapsed / diverged / failed / running / interrupted / pending by
+    precision; safe while a launch runs. Collapsed = finished at chance-level accuracy or with a
+    huge training loss. Before the first launch, every planned trial shows as pending.
 
     \b
     Examples:
       qgen-sweep status smoke
       qgen-sweep status smoke --watch              # live, beside a running launch
-      qgen-sweep status cifar10-grid --json
+      qgen-sweep status cifar10-grid --format json
     """
-    from qgen_sweep.store import ResultsStore, sweep_status
+    from qgen_sweep.store import ResultsStore
 
+    fmt = chosen_format(fmt, as_json)
     store = ResultsStore(results_dir if results_dir is not None else _default_dir(sweep))
-    if watch and as_json:
-        raise UsageError("--watch redraws a table; it does not combine with --json")
+    if store.root.is_file():
+        raise UsageError(f"--results-dir {store.root} is a file, not a folder; pass the folder "
+                         f"a launch wrote (e.g. --results-dir runs/{Path(sweep).stem})")
+    if watch and fmt != "table":
+        raise UsageError(f"--watch redraws a table; it does not combine with --format {fmt}")
     if watch:
         _watch(store, f"{Path(sweep).stem}: status of {store.root}", failures, interval)
         return
-    if as_json:
-        status = sweep_status(store)
-        data = {"by_bits": status.by_bits, "totals": status.totals, "missing": status.missing,
-                "corrupt": [str(p) for p in status.corrupt], "running": status.locked_by,
+    status, launched = _status_or_plan(sweep, store)
+    if fmt == "json":
+        data = {"launched": launched, "by_bits": status.by_bits, "totals": status.totals,
+                "missing": status.missing, "corrupt": [str(p) for p in status.corrupt],
+                "running": status.locked_by,
                 "failures": [_failure_dict(r) for r in status.failures[:failures]]}
-        from qgen_sweep.adaptive.report import study_rows  # issue 7: adaptive sweeps only
+        from qgen_sweep.adaptive.report import study_rows  # adaptive sweeps only
 
         data.update({"studies": rows} if (rows := study_rows(store.root)) else {})
         click.echo(json.dumps(data, indent=2, default=str))
-        return
-    _print_status(store, title=f"{Path(sweep).stem}: status of {store.root}", failures=failures)
+    elif fmt in ("markdown", "csv"):
+        from qgen_sweep.commands.analysis import format_rows
+        from qgen_sweep.store import STATUS_COLUMNS
+
+        rows = [(bits, *(row[c] for c in STATUS_COLUMNS)) for bits, row in status.by_bits.items()]
+        rows.append(("all", *(status.totals[c] for c in STATUS_COLUMNS)))
+        click.echo(format_rows(["bits", *STATUS_COLUMNS], rows, fmt), nl=False)
+    else:
+        title = f"{Path(sweep).stem}: status of {store.root}"
+        _print_status(store, title=title, failures=failures, status=status)
+    if not launched:
+        click.echo(f"note: {store.root} holds no launch yet: all {status.totals['planned']} "
+                   f"planned trials are pending (`qgen-sweep launch {sweep}` runs them)",
+                   err=True)
+
+
+def _status_or_plan(sweep: str, store):
+    """(status, launched): the store's status, or before the first launch (no plan.parquet)
+    the spec's plan with every trial pending. An unknown sweep name is a UsageError."""
+    from qgen_sweep.store import sweep_status
+
+    if store.plan_path.is_file():
+        return sweep_status(store), True
+    from qgen_sweep.backends.launcher import saved_spec
+
+    spec = saved_spec(store.root) if store.spec_path.is_file() else _load(sweep, ())
+    return _pending_status(spec), False
+
+
+def _pending_status(spec):
+    """A SweepStatus with every planned trial pending (adaptive: the trial budget per study)."""
+    from qgen_sweep.plan import count_by, plan
+    from qgen_sweep.store import STATUS_COLUMNS, SweepStatus
+
+    counts: dict = count_by(plan(spec), "bits")
+    if spec.search == "optuna":
+        from qgen_sweep.adaptive.launch import budget
+
+        # one study per precision: its budget; one study over every precision: which bits its
+        # trials get is the sampler's choice, so the row is "any"
+        counts = ({bits: spec.optuna.n_trials for bits in counts} if spec.optuna.per_precision
+                  else {"any": budget(spec)})
+    by_bits = {bits: {**dict.fromkeys(STATUS_COLUMNS, 0), "planned": n, "pending": n}
+               for bits, n in counts.items()}
+    return SweepStatus(by_bits, [], [], None)
 
 
 def _failure_dict(row: dict) -> dict:
@@ -250,13 +304,14 @@ def _failure_dict(row: dict) -> dict:
     return {k: row[k] for k in keep}
 
 
-def _print_status(store, title: str, failures: int = 5) -> None:
+def _print_status(store, title: str, failures: int = 5, status=None) -> None:
     from rich.console import Console
 
     from qgen_sweep.store import sweep_status
 
     console = Console(highlight=False, width=max(100, Console().width))
-    console.print(_status_view(store, sweep_status(store), title, failures))
+    status = sweep_status(store) if status is None else status
+    console.print(_status_view(store, status, title, failures))
     sys.stdout.flush()
 
 

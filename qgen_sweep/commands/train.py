@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from qgen_sweep.commands._output import chosen_format, format_option, json_alias
 from qgen_sweep.errors import UsageError
 from qgen_sweep.trial.archs import ARCH_NAMES, ARCHS, DEFAULT_ARCH
 from qgen_sweep.trial.config import COMPILE_MODES, TrialConfig, TrialRuntime
@@ -52,10 +53,15 @@ def _write_outputs(out: Path, summary: dict[str, Any], history: list[dict[str, A
         writer.writerows(history)
 
 
+# Accuracies: fractions in result.json and --format json, percent in the lines for people.
+_PERCENT = ("train_acc", "test_acc")
+
+
 def _echo_epoch(metrics: Any) -> None:
     click.echo(
-        f"epoch {metrics.epoch:4d}  loss {metrics.train_loss:.4f}  acc {metrics.train_acc:.4f}  "
-        f"test acc {metrics.test_acc:.4f}  lr {metrics.lr:.3g}  {metrics.seconds:.2f}s",
+        f"epoch {metrics.epoch:4d}  loss {metrics.train_loss:.4f}  "
+        f"acc {100 * metrics.train_acc:.2f}%  test acc {100 * metrics.test_acc:.2f}%  "
+        f"lr {metrics.lr:.3g}  {metrics.seconds:.2f}s",
         err=True,
     )
 
@@ -106,7 +112,10 @@ def _echo_epoch(metrics: Any) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write result.json, epochs.csv and checkpoints/ here; rerun to resume.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@format_option("table", "json", help_="table = the epoch lines and the final metrics for people "
+              "(accuracies in percent); json = the result as one JSON object (accuracies as "
+              "fractions, as in result.json).")
+@json_alias
 def train(**options: Any) -> None:
     """Train one trial in-process and print its final metrics.
 
@@ -120,7 +129,7 @@ def train(**options: Any) -> None:
     The architectures, LSQ and the protocol are described in docs/science.md.
     """
     out: Path | None = options.pop("out")
-    as_json: bool = options.pop("as_json")
+    as_json = chosen_format(options.pop("fmt"), options.pop("as_json")) == "json"
     runtime = TrialRuntime(
         device=options.pop("device"), data_dir=options.pop("data_dir"),
         download=options.pop("download"), eval_batch_size=options.pop("eval_batch_size"),
@@ -134,7 +143,49 @@ def train(**options: Any) -> None:
     for name in ("depth", "width", "base_width"):  # 0 = unset: the arch's default
         options[name] = 0 if options[name] is None else options[name]
     config = TrialConfig(**options)  # raises UsageError with one line per bad value
+    _warn_unreached_milestones(config)
+    summary = _reused(out, config) if out is not None else None
+    if summary is None:
+        summary = _train(config, runtime, out, as_json)
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True))
+        return
+    _print_summary(summary, out)
 
+
+def _warn_unreached_milestones(config: TrialConfig) -> None:
+    late = [m for m in config.milestones if m > config.epochs]
+    if late:
+        click.echo(f"warning: milestones {', '.join(map(str, late))} are after the last epoch "
+                   f"({config.epochs}): the learning rate never drops there; pass --milestones "
+                   f"with epochs up to {config.epochs} ('' for none)", err=True)
+
+
+def _reused(out: Path, config: TrialConfig) -> dict[str, Any] | None:
+    """The finished result in --out when it is this configuration's (None: train); a result of
+    another configuration there is a UsageError."""
+    path = out / "result.json"
+    if out.is_file():
+        raise UsageError(f"--out {out} is a file; pass a folder (it gets result.json, "
+                         "epochs.csv and checkpoints/)")
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+        trial_id = summary["trial_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: train (resuming from the checkpoints) and rewrite it
+    if trial_id != config.trial_id:
+        raise UsageError(f"--out {out} holds the result of another configuration (trial "
+                         f"{trial_id}, this one {config.trial_id}); pick another --out, or "
+                         f"delete {out} to train this one there")
+    click.echo(f"reused the result in {path} (the same configuration, trial {trial_id}, "
+               f"already trained); delete {out} to train it again", err=True)
+    return summary
+
+
+def _train(config: TrialConfig, runtime: TrialRuntime, out: Path | None,
+           as_json: bool) -> dict[str, Any]:
     from qgen_sweep.trial.train import run_trial  # torch: only when a trial really runs
 
     checkpoints = None
@@ -147,22 +198,21 @@ def train(**options: Any) -> None:
     if out is not None:
         history = [_finite_or_none(dataclasses.asdict(m)) for m in result.history]
         _write_outputs(out, summary, history)
-    if as_json:
-        click.echo(json.dumps(summary, sort_keys=True))
-        return
-    _print_summary(summary, out)
+    return summary
 
 
 def _print_summary(summary: dict[str, Any], out: Path | None) -> None:
-    def fmt(value: Any) -> str:
+    def fmt(key: str, value: Any) -> str:
         if value is None:
             return "nan"
+        if key in _PERCENT:
+            return f"{100 * value:.2f}%"
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     keys = ("status", "train_acc", "test_acc", "train_loss", "test_loss", "gap", "l2_norm",
             "best_epoch", "epochs_run", "seconds", "device")
     for key in keys:
-        click.echo(f"{key:>11}  {fmt(summary[key])}")
+        click.echo(f"{key:>11}  {fmt(key, summary[key])}")
     if summary.get("diverged_epoch") is not None:
         click.echo(f"   diverged  at epoch {summary['diverged_epoch']}")
     if out is not None:
