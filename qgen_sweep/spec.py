@@ -625,6 +625,16 @@ def parse_spec(raw: dict[str, Any], name: str, source: str) -> SweepSpec:
     )
 
 
+def with_data_dir(spec: SweepSpec, folder: str | Path | None) -> SweepSpec:
+    """The spec with runtime.data_dir = `folder` (`--data-dir`; runtime is not in the spec hash,
+    so the trials and the results directory stay the same); `spec` itself when None."""
+    if folder is None:
+        return spec
+    raw = spec.resolved()
+    raw.setdefault("runtime", {})["data_dir"] = str(folder)
+    return parse_spec(raw, name=spec.name, source=spec.source)
+
+
 def runtime_dict(runtime: TrialRuntime) -> dict[str, Any]:
     """TrialRuntime as a plain dict (to ship to workers)."""
     return dataclasses.asdict(runtime)

@@ -416,6 +416,28 @@ def plan_row(sweep: str, position: int, config: TrialConfig, lr_index: int) -> d
 
 
 # ---- the sweep lock: one launch / resume per results directory ----------------------------------
+def check_results_dir(root: Path | str) -> Path:
+    """A results directory a launch can write: a folder (or not there yet) under folders, whose
+    nearest existing folder this process may write. Otherwise a one-line UsageError."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"results directory {root} is a file, not a folder; give another "
+                         f"--results-dir (or move the file away)")
+    folder = root
+    while not folder.exists():
+        if folder.is_symlink():
+            raise UsageError(f"results directory {root}: {folder} is a broken link; give "
+                             f"another --results-dir")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"results directory {root} is under {folder}, which is a file, not a "
+                         f"folder; give another --results-dir")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"results directory {root}: {folder} is not writable by this user; "
+                         f"give another --results-dir, or change the folder's permissions")
+    return root
+
+
 def _owned_folders() -> dict[str, tuple[str, ...]]:
     """lock name -> the folders its holder writes: its kinds and their failure folders (the sweep
     lock also owns the checkpoints)."""

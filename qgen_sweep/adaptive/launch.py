@@ -17,7 +17,7 @@ from qgen_sweep.backends import DEFAULT_TRIAL_FN, RunContext, RunSettings
 from qgen_sweep.backends.launcher import LaunchOptions, quarantine_corrupt, settings_for
 from qgen_sweep.backends.progress import Progress
 from qgen_sweep.errors import QGenError, UsageError
-from qgen_sweep.plan import axis_counts, plan
+from qgen_sweep.plan import axis_counts
 from qgen_sweep.spec import SweepSpec
 from qgen_sweep.store import ResultsStore, SweepLock
 
@@ -80,7 +80,10 @@ def run_search(spec: SweepSpec, options: LaunchOptions, command: str,
     from qgen_sweep.adaptive.study import finished_count
     from qgen_sweep.backends.launcher import _check_same_sweep
 
-    plan(spec)  # validates every configuration of the space before anything runs
+    from qgen_sweep.backends.launcher import preflight
+
+    # every configuration of the space, its data and the device, before anything runs
+    preflight(spec, options.results_dir, options.backend, options.address)
     run_settings = settings_for(spec, options)
     store = ResultsStore(options.results_dir)
     with SweepLock(store.root, command):
@@ -149,6 +152,7 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
             from qgen_sweep.backends.ray_optuna import run_ray_search
 
             run_ray_search(studies, ctx, settings, progress, per_epoch=per_epoch)
+    progress.raise_input_error()
 
 
 def run_local_search(studies: list, ctx: RunContext, settings: RunSettings,
@@ -167,6 +171,8 @@ def run_local_search(studies: list, ctx: RunContext, settings: RunSettings,
             task = task_of(planned.trial_id, planned.config, planned.lr_index)
             run_local([task], ctx, settings, progress)
             study.finish(planned.trial_id, planned.config.bits, error=True)
+            if progress.input_error is not None:
+                return
 
 
 def check_complete(spec: SweepSpec, store: ResultsStore) -> None:

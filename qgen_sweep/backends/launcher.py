@@ -22,8 +22,8 @@ from qgen_sweep.errors import QGenError, UsageError
 from qgen_sweep.plan import PlannedTrial, fusable, interrupted_bundles, plan, plan_bundles
 from qgen_sweep.provenance import provenance
 from qgen_sweep.spec import SweepSpec, read_spec_text, spec_from_file
-from qgen_sweep.store import ResultsStore, SweepLock
-from qgen_sweep.trial.weights import check_inputs
+from qgen_sweep.store import ResultsStore, SweepLock, check_results_dir
+from qgen_sweep.trial.inputs import check_inputs
 
 BACKENDS = ("ray", "local")
 
@@ -107,14 +107,31 @@ def settings_for(spec: SweepSpec, options: LaunchOptions) -> RunSettings:
                        gpus_per_trial=res.gpus_per_trial)
 
 
+def runs_here(backend: str, address: str | None) -> bool:
+    """Whether the trials run on this machine (in-process, or a Ray cluster started here)."""
+    return backend == "local" or not (address or os.environ.get("RAY_ADDRESS"))
+
+
+def preflight(spec: SweepSpec, results_dir: Path, backend: str = "ray",
+              address: str | None = None, device: bool = True) -> list[PlannedTrial]:
+    """Everything a launch checks before it writes or starts anything: every trial (planned and
+    validated), the dataset and weight files they read, the device (`device` and the trials run
+    here) and the results directory. Returns the plan; the first problem is a one-line
+    UsageError."""
+    if backend not in BACKENDS:
+        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    trials = plan(spec)
+    check_inputs([t.config for t in trials], spec.runtime,
+                 device_here=device and runs_here(backend, address))
+    check_results_dir(results_dir)
+    return trials
+
+
 def run_sweep(spec: SweepSpec, options: LaunchOptions, command: str,
               stream: TextIO | None = None) -> ResultsStore:
     """Plan, lock, run every trial without a final row. Returns the store (summarise after)."""
-    if options.backend not in BACKENDS:
-        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {options.backend!r}")
-    trials = plan(spec)  # validates every trial before anything runs
+    trials = preflight(spec, options.results_dir, options.backend, options.address)
     settings = settings_for(spec, options)
-    check_inputs([t.config for t in trials], spec.runtime)  # data folders, weight files
     store = ResultsStore(options.results_dir)
     with SweepLock(store.root, command):
         _check_same_sweep(store, spec)
@@ -150,6 +167,7 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
             from qgen_sweep.backends.ray import run_ray
 
             run_ray(tasks, ctx, settings, progress)
+    progress.raise_input_error()
 
 
 def _tasks(spec: SweepSpec, options: LaunchOptions, pending: list[PlannedTrial],

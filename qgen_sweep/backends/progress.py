@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+from qgen_sweep.errors import UsageError
+
 RUNNING_SHOWN = 12  # rows of the running-trials table (the rest is counted)
 HEARTBEAT_SHOWN = 3  # running trials named on a heartbeat line
 
@@ -153,6 +155,7 @@ class Progress:
         self.live = self.stream.isatty() if live is None else live
         self.running: set[str] = set()
         self.done = self.diverged = self.pruned = self.failed = self.retries = 0
+        self.input_error: tuple[str, str] | None = None  # (trial id, line) that stopped the run
         self.start = self._now()
         self.current_phase: str | None = None
         self._rate = Throughput(clock)
@@ -190,7 +193,12 @@ class Progress:
     def on_result(self, trial_id: str, summary: dict) -> None:
         """A task's last result (`runner.run_one`'s summary): one trial, or a fused bundle whose
         `statuses` list its members' outcomes. A result without a status is a per-epoch report
-        that a scheduler (ASHA) stopped the trial at: pruned."""
+        that a scheduler (ASHA) stopped the trial at: pruned. A summary with `input_error`
+        (`runner.run_or_stop`) is a failure that stops the run."""
+        if "input_error" in summary:
+            self.input_error = (trial_id, summary["input_error"])
+            self.on_fail(trial_id, summary["input_error"])
+            return
         if "status" not in summary:
             self._record(trial_id, {"pruned": 1})
             return
@@ -212,6 +220,13 @@ class Progress:
                 self.done += count
         self._rate.update(self._finished_count())
         self._display.changed()
+
+    def raise_input_error(self) -> None:
+        """After the backend returns: the input error that stopped the run, as one line."""
+        if self.input_error is not None:
+            trial_id, line = self.input_error
+            raise UsageError(f"{line} (trial {trial_id}; the sweep stopped there, without "
+                             f"retrying; fix it, then `qgen-sweep resume`)")
 
     def on_retry(self, trial_id: str, reason: str) -> None:
         self.running.discard(trial_id)

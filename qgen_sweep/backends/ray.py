@@ -20,7 +20,7 @@ from typing import Any
 
 from qgen_sweep.backends import RunContext, RunSettings
 from qgen_sweep.backends.progress import Progress
-from qgen_sweep.backends.runner import run_one
+from qgen_sweep.backends.runner import run_or_stop
 from qgen_sweep.store import ResultsStore, read_attempts
 
 # Set before ray is imported: old-style (silent at verbose=0) console output, no CSV / JSON /
@@ -73,7 +73,22 @@ def _trainable(config: dict[str, Any], ctx: RunContext, parallel=None) -> None: 
 
         tune.report(run_parallel(config["task"], ctx, parallel))
         return
-    tune.report(run_one(config["task"], ctx))
+    tune.report(run_or_stop(config["task"], ctx))
+
+
+class StopOnInputError(tune.Stopper):
+    """Stops the whole run at a trial's input error (`runner.run_or_stop`): every other trial
+    would fail the same way, and retrying cannot help."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        self.stopped = self.stopped or "input_error" in result
+        return "input_error" in result
+
+    def stop_all(self) -> bool:
+        return self.stopped
 
 
 _PROGRESS: dict[int, Progress] = {}
@@ -166,6 +181,7 @@ def run_ray(tasks: list[dict[str, Any]], ctx: RunContext, settings: RunSettings,
             storage_path=str(Path(ctx.store_root).resolve() / "ray"), verbose=0,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             callbacks=[_ProgressCallback(progress, store)], log_to_file=False,
+            stop=StopOnInputError(),
         ),
     )
     try:

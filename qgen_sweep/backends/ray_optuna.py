@@ -30,8 +30,14 @@ from ray.tune.search.optuna import OptunaSearch
 
 from qgen_sweep.backends import RunContext, RunSettings
 from qgen_sweep.backends.progress import Progress
-from qgen_sweep.backends.ray import _PROGRESS, _ProgressCallback, effective_gpu, init_ray
-from qgen_sweep.backends.runner import run_one, task_of
+from qgen_sweep.backends.ray import (
+    _PROGRESS,
+    StopOnInputError,
+    _ProgressCallback,
+    effective_gpu,
+    init_ray,
+)
+from qgen_sweep.backends.runner import run_or_stop, task_of
 from qgen_sweep.store import ResultsStore
 from qgen_sweep.trial.config import EpochMetrics, TrialConfig, TrialResult, TrialRuntime
 
@@ -186,7 +192,7 @@ def _trainable(config: dict[str, Any], ctx: RunContext, objective: str, per_epoc
     from qgen_sweep.adaptive.study import stored_outcome
 
     _REPORTING.objective = objective if per_epoch else None
-    summary = run_one(config["task"], ctx)
+    summary = run_or_stop(config["task"], ctx)
     task = config["task"]
     outcome = stored_outcome(ResultsStore(ctx.store_root), task["trial_id"], task["bits"],
                              objective)
@@ -248,6 +254,7 @@ def run_ray_search(studies: list, ctx: RunContext, settings: RunSettings, progre
             storage_path=str(Path(ctx.store_root).resolve() / "ray"), verbose=0,
             failure_config=tune.FailureConfig(max_failures=settings.max_failures),
             callbacks=[_ProgressCallback(progress, store)], log_to_file=False,
+            stop=StopOnInputError(),
         ),
     )
     try:

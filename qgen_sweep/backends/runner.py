@@ -8,6 +8,9 @@ checkpoint directory and writes the store's rows itself.
   (with provenance) is written last, atomically: after it the trial is done.
 - A failed attempt writes one failure row (`failures/<id>-<attempt>.parquet`) and re-raises, so
   the backend can retry it; a trial is *failed* when it has failure rows and no final row.
+- An input error (`UsageError`: missing data, a device or a size this machine cannot give) is the
+  same on every attempt: `run_or_stop` returns it as the summary's `input_error`, and the backend
+  stops the sweep instead of retrying.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 from qgen_sweep.backends import RunContext
 from qgen_sweep.backends.faults import FaultPlan
-from qgen_sweep.errors import CheckpointUnreadable
+from qgen_sweep.errors import CheckpointUnreadable, UsageError
 from qgen_sweep.provenance import host, now
 from qgen_sweep.store import ResultsStore, config_columns, read_attempts, write_attempts
 from qgen_sweep.trial.config import (
@@ -59,6 +62,17 @@ def run_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     _log_final(ctx, row)
     return {"trial_id": trial_id, "status": result.status, "attempts": len(attempts),
             "seconds": result.seconds, "skipped": False}
+
+
+def run_or_stop(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
+    """`run_one`, with an input error (its failure row written) returned as the summary's
+    `input_error` line rather than raised: retrying it would fail the same way."""
+    try:
+        return run_one(task, ctx)
+    except UsageError as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return {"trial_id": task["trial_id"], "status": "failed", "skipped": False,
+                "input_error": message}
 
 
 def _attempt(task: dict[str, Any], ctx: RunContext, store: ResultsStore, config: TrialConfig,

@@ -9,6 +9,7 @@ written or submitted.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -75,13 +76,16 @@ def _warn_if_node_local(results_dir: Path) -> None:
               help="Seconds before the time limit at which the job stops and requeues itself.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Spec override passed on to `qgen-sweep launch` (repeatable).")
+@click.option("--data-dir", default=None,
+              help="Dataset folder as the job's nodes see it (passed on to `qgen-sweep launch` "
+                   "as runtime.data_dir; default: the spec's, else $QGEN_DATA_DIR there).")
 @click.option("--print", "print_", is_flag=True, help="Write the batch script to stdout.")
 @click.option("--submit", is_flag=True, help="Submit the script with sbatch; print the job id.")
 def slurm_command(sweep: str, nodes: int, gpus_per_node: int | None, cpus_per_node: int | None,
                   mem: str | None, time_limit: str | None, partition: str | None,
                   account: str | None, job_name: str | None, results_dir: Path | None,
-                  signal_lead: int, overrides: tuple[str, ...], print_: bool,
-                  submit: bool) -> None:
+                  signal_lead: int, overrides: tuple[str, ...], data_dir: str | None,
+                  print_: bool, submit: bool) -> None:
     """Run SWEEP as a SLURM batch job: a Ray cluster over the allocation, then `launch`.
 
     The job requeues itself before its time limit (and resumes where it stopped); the results
@@ -93,6 +97,8 @@ def slurm_command(sweep: str, nodes: int, gpus_per_node: int | None, cpus_per_no
     if print_ == submit:
         raise UsageError("give exactly one of --print (write the script to stdout) or --submit "
                          "(call sbatch), e.g. `qgen-sweep slurm smoke --print > job.sbatch`")
+    if data_dir is not None:  # a TOML string: the spec's own validation applies to it
+        overrides = (*overrides, f"runtime.data_dir={json.dumps(data_dir)}")
     results = _validated_results_dir(sweep, overrides, results_dir)
     gpus_per_node = _gpus_per_node(sweep, overrides, nodes, gpus_per_node)
     job = SlurmJob(sweep=sweep, results_dir=results,

@@ -23,10 +23,16 @@ from qgen_sweep.errors import QGenError, UsageError
 _SET_HELP = "Override a spec value, e.g. --set train.epochs=3 (repeatable; same validation)."
 
 
-def _load(sweep: str, overrides: tuple[str, ...]):
-    from qgen_sweep.spec import load_spec
+def _load(sweep: str, overrides: tuple[str, ...], data_dir: Path | None = None):
+    from qgen_sweep.spec import load_spec, with_data_dir
 
-    return load_spec(sweep, overrides)
+    return with_data_dir(load_spec(sweep, overrides), data_dir)
+
+
+_DATA_DIR_OPTION = click.option(
+    "--data-dir", type=click.Path(path_type=Path), default=None,
+    help="Dataset folder for the trials (sets runtime.data_dir; default: the spec's, else "
+         "$QGEN_DATA_DIR, else ~/.cache/qgen-sweep/data).")
 
 
 def _results_dir(spec, results_dir: Path | None) -> Path:
@@ -61,12 +67,16 @@ def list_command() -> None:
 @click.command("validate")
 @click.argument("sweep")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
-def validate_command(sweep: str, overrides: tuple[str, ...]) -> None:
-    """Plan SWEEP and print the trial count per axis; any problem exits 2."""
-    from qgen_sweep.plan import axis_counts, count_by, plan
+@_DATA_DIR_OPTION
+def validate_command(sweep: str, overrides: tuple[str, ...], data_dir: Path | None) -> None:
+    """Plan SWEEP and print the trial count per axis; any problem (a spec value, missing data,
+    an unwritable results directory) exits 2. The device is checked by launch, on the machine
+    the trials run on."""
+    from qgen_sweep.backends.launcher import preflight
+    from qgen_sweep.plan import axis_counts, count_by
 
-    spec = _load(sweep, overrides)
-    trials = plan(spec)
+    spec = _load(sweep, overrides, data_dir)
+    trials = preflight(spec, _results_dir(spec, None), device=False)
     if spec.search == "optuna":  # issue 7: studies over the grid's space
         from qgen_sweep.adaptive.launch import describe
 
@@ -87,6 +97,7 @@ def validate_command(sweep: str, overrides: tuple[str, ...]) -> None:
 _RUN_OPTIONS = [
     click.option("--results-dir", type=click.Path(path_type=Path), default=None,
                  help="Results directory (default: the spec's results_dir, else ./runs/SWEEP)."),
+    _DATA_DIR_OPTION,
     click.option("--address", default=None,
                  help="Ray cluster address to join (default: start a local cluster)."),
     click.option("--max-concurrent", type=int, default=None,
@@ -118,14 +129,14 @@ def _run_options(function):
 @_run_options
 @click.option("--dry-run", is_flag=True, help="Plan and print what would run; write nothing.")
 def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | None,
-                   address: str | None, max_concurrent: int | None, backend: str,
-                   bundle_size: int | None, progress_interval: float,
+                   data_dir: Path | None, address: str | None, max_concurrent: int | None,
+                   backend: str, bundle_size: int | None, progress_interval: float,
                    loggers: tuple[str, ...], dry_run: bool) -> None:
     """Run every trial of SWEEP that has no final result yet (on Ray by default)."""
-    spec = _load(sweep, overrides)
+    spec = _load(sweep, overrides, data_dir)
     results_dir = _results_dir(spec, results_dir)
     if dry_run:
-        _dry_run(spec, results_dir)
+        _dry_run(spec, results_dir, backend, address)
         return
     _run(spec, results_dir, address, max_concurrent, backend, f"launch {spec.name}",
          bundle_size, progress_interval, loggers)
@@ -134,14 +145,16 @@ def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | N
 @click.command("resume")
 @click.argument("sweep")
 @_run_options
-def resume_command(sweep: str, results_dir: Path | None, address: str | None,
-                   max_concurrent: int | None, backend: str, bundle_size: int | None,
-                   progress_interval: float, loggers: tuple[str, ...]) -> None:
+def resume_command(sweep: str, results_dir: Path | None, data_dir: Path | None,
+                   address: str | None, max_concurrent: int | None, backend: str,
+                   bundle_size: int | None, progress_interval: float,
+                   loggers: tuple[str, ...]) -> None:
     """Retry failed trials and continue interrupted ones from their checkpoints."""
     from qgen_sweep.backends.launcher import saved_spec
+    from qgen_sweep.spec import with_data_dir
 
     results_dir = results_dir if results_dir is not None else _default_dir(sweep)
-    spec = saved_spec(results_dir)
+    spec = with_data_dir(saved_spec(results_dir), data_dir)
     _run(spec, results_dir, address, max_concurrent, backend, f"resume {spec.name}",
          bundle_size, progress_interval, loggers)
 
@@ -177,19 +190,17 @@ def _run(spec, results_dir: Path, address, max_concurrent, backend: str, command
     check_complete(store)
 
 
-def _dry_run(spec, results_dir: Path) -> None:
-    from qgen_sweep.plan import count_by, plan
+def _dry_run(spec, results_dir: Path, backend: str = "ray", address: str | None = None) -> None:
+    from qgen_sweep.backends.launcher import preflight
+    from qgen_sweep.plan import count_by
     from qgen_sweep.store import ResultsStore
 
-    if spec.search == "optuna":  # issue 7
+    trials = preflight(spec, results_dir, backend, address)  # what launch would refuse
+    if spec.search == "optuna":
         from qgen_sweep.adaptive.launch import dry_run_lines
 
         click.echo("\n".join(dry_run_lines(spec, results_dir)))
         return
-    trials = plan(spec)
-    from qgen_sweep.trial.weights import check_inputs
-
-    check_inputs([t.config for t in trials], spec.runtime)  # what launch would refuse
     done = ResultsStore(results_dir).finished_ids() & {t.trial_id for t in trials}
     per_bits = ", ".join(f"{b}: {n}" for b, n in count_by(trials, "bits").items())
     click.echo(f"{spec.name}: {len(trials)} trials planned ({per_bits} by bits); "

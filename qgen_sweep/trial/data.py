@@ -13,7 +13,6 @@ per-sample Python: a batch is an index tensor into the resident dataset (perform
 from __future__ import annotations
 
 import functools
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +23,10 @@ from torch import Tensor
 
 from qgen_sweep.errors import DataError, UsageError
 from qgen_sweep.trial.config import DATASET_SHAPES, TrialRuntime
+from qgen_sweep.trial.inputs import CIFAR_FILES, cifar_missing_error, data_root, missing_cifar
 
 SHAPES = DATASET_SHAPES  # name -> (in_channels, image_size, num_classes)
 
-_CIFAR_FILES = {
-    "cifar10": (
-        "cifar-10-batches-py",
-        [f"data_batch_{i}" for i in range(1, 6)],
-        ["test_batch"],
-        b"labels",
-    ),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
-}
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed: the split is part of the dataset, not of the trial seed
 CROP_PADDING = 4  # pixels, the standard CIFAR random-crop padding
@@ -86,16 +77,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return device
-
-
-def data_root(runtime: TrialRuntime) -> Path:
-    """runtime.data_dir, else $QGEN_DATA_DIR, else $XDG_CACHE_HOME (~/.cache)/qgen-sweep/data."""
-    if runtime.data_dir:
-        return Path(runtime.data_dir).expanduser()
-    if os.environ.get("QGEN_DATA_DIR"):
-        return Path(os.environ["QGEN_DATA_DIR"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "qgen-sweep" / "data"
 
 
 def load_dataset(name: str, runtime: TrialRuntime = TrialRuntime()) -> Dataset:
@@ -153,18 +134,14 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 def _cifar_arrays(
     name: str, root: Path, download: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    folder, train_files, test_files, label_key = _CIFAR_FILES[name]
+    folder, train_files, test_files, label_key = CIFAR_FILES[name]
     base = root / folder
-    missing = [f for f in train_files + test_files if not (base / f).is_file()]
+    missing = missing_cifar(name, root)
     if missing and download:
         _download_cifar(name, root)
-        missing = [f for f in train_files + test_files if not (base / f).is_file()]
+        missing = missing_cifar(name, root)
     if missing:
-        raise DataError(
-            f"{name} data not found: {base} lacks {', '.join(missing)}; run with --download "
-            f"(needs internet) or copy torchvision's {folder}/ there, or point --data-dir / "
-            f"QGEN_DATA_DIR at the folder that holds it"
-        )
+        raise cifar_missing_error(name, root, missing)
     train_x, train_y = _read_cifar_batches([base / f for f in train_files], label_key)
     test_x, test_y = _read_cifar_batches([base / f for f in test_files], label_key)
     return train_x, train_y, test_x, test_y

@@ -52,29 +52,6 @@ def missing_weights_error(config: TrialConfig, path: Path) -> DataError:
                      f"{config.arch}); put the file there or give the path to it")
 
 
-def check_inputs(configs, runtime) -> None:  # noqa: ANN001 - TrialConfigs, TrialRuntime
-    """Before anything trains (torch-free, on the driver): the imagenet folders and every
-    pretrained weight file the trials read; the first missing one is a one-line DataError."""
-    from qgen_sweep.trial.imagefolder import check_imagenet
-
-    configs = list(configs)
-    if any(c.dataset == "imagenet" for c in configs):
-        check_imagenet(_data_root(runtime))
-    for path_config in {weight_file(c): c for c in configs if c.pretrained}.values():
-        check_weights(path_config, runtime.download)
-
-
-def _data_root(runtime) -> Path:  # noqa: ANN001
-    """runtime.data_dir, else $QGEN_DATA_DIR, else $XDG_CACHE_HOME (~/.cache)/qgen-sweep/data
-    (trial/data.py's rule, without torch)."""
-    if runtime.data_dir:
-        return Path(runtime.data_dir).expanduser()
-    if os.environ.get("QGEN_DATA_DIR"):
-        return Path(os.environ["QGEN_DATA_DIR"]).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "qgen-sweep" / "data"
-
-
 def check_weights(config: TrialConfig, download: bool = False) -> Path | None:
     """The weight file of `config`; DataError when it is missing and will not be downloaded."""
     path = weight_file(config)
