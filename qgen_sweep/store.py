@@ -32,6 +32,11 @@ folder. A new kind is one `Kind` entry: its folder, the lock its writers hold, i
 
 A failed attempt writes one failure row; a trial is *failed* when it has failure rows and no
 final row (a trial that failed once and then finished keeps its failure rows as history).
+A trial is *complete* when its final row and its epoch rows both read back (`complete_ids`): a
+finished trial whose epochs file was lost (damaged, then moved to `corrupt/`) is run again by the
+next launch / resume of a grid sweep, which continues from its last.pt (the whole history is in
+it, so nothing is trained again: the kept model is evaluated once more) and then rewrites its
+epochs file and replaces its final row. Until then `status` lists it as finished without a curve.
 
 Every file is written atomically (temporary file in the same folder, fsync, os.replace), so a
 crash or kill leaves either the old file or the new one, never a torn one. A trial is done when
@@ -45,6 +50,7 @@ Hive partition inference (DuckDB: hive_partitioning = false).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -393,9 +399,29 @@ class ResultsStore:
         """Trial ids with a readable final file of `kind` (corrupt files do not count)."""
         return {p.stem for p in self.files(kind) if self.readable(p)}
 
+    def complete_ids(self) -> set[str]:
+        """Trial ids whose final row and epoch rows both read back: nothing to run again."""
+        return self.finished_ids() & self.finished_ids("epochs")
+
+    def complete(self, trial_id: str, bits: int) -> bool:
+        """Whether one trial's final row and epoch rows both read back."""
+        return self.has("trials", trial_id, bits) and self.has("epochs", trial_id, bits)
+
     def corrupt_files(self, kinds: Iterable[str] = ("trials", "epochs", "measures", "failures")):
         """Files that exist but do not read back as Parquet."""
         return [p for kind in kinds for p in self.files(kind) if not self.readable(p)]
+
+    def quarantine(self, path: Path) -> Path:
+        """Move a file that does not read back to `<root>/corrupt/` (same relative path; a
+        later copy of the same file gets a numbered name). Returns where it went."""
+        target = self.root / "corrupt" / path.relative_to(self.root)
+        n = 1
+        while target.exists():
+            target = target.with_name(f"{path.stem}.{n}{path.suffix}")
+            n += 1
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        return target
 
     def read(self, kind: str, columns: Sequence[str] | None = None) -> pa.Table | None:
         """All readable files of one kind concatenated (None when there are none)."""
@@ -591,6 +617,9 @@ class SweepStatus:
     failures: list[dict[str, Any]]  # latest first: trial_id, bits, attempt, error_type, message
     corrupt: list[Path]
     locked_by: dict[str, Any] | None
+    # finished trials (counted by their final status) whose epochs file is missing or unreadable,
+    # as (trial_id, bits): a grid sweep's next launch / resume runs them again for the curve
+    no_curve: list[tuple[str, int]] = dataclasses.field(default_factory=list)
 
     @property
     def totals(self) -> dict[str, int]:
@@ -642,7 +671,10 @@ def sweep_status(store: ResultsStore) -> SweepStatus:
         row["planned"] += 1
         row[_trial_state(store, trial_id, final, failed_ids, holder is not None)] += 1
     latest = [r for r in failures if r["trial_id"] in planned and r["trial_id"] not in final]
-    return SweepStatus(dict(sorted(by_bits.items())), latest, store.corrupt_files(), holder)
+    with_curve = store.finished_ids("epochs")
+    no_curve = [(t, int(planned[t])) for t in sorted(final) if t in planned and t not in with_curve]
+    return SweepStatus(dict(sorted(by_bits.items())), latest, store.corrupt_files(DAMAGE_KINDS),
+                       holder, no_curve)
 
 
 def _trial_state(store: ResultsStore, trial_id: str, final: dict[str, str], failed: set[str],
@@ -655,3 +687,55 @@ def _trial_state(store: ResultsStore, trial_id: str, final: dict[str, str], fail
     if trial_id in failed:
         return "failed"
     return "interrupted" if started else "pending"
+
+
+# What follows when launch / resume moves a file that does not read back to corrupt/, by its
+# folder and by whether the command runs every incomplete trial again (a grid sweep) or only
+# what its sampler asks for (an adaptive search).
+_QUARANTINED = {
+    ("trials", True): "its trial has no final row now and runs again",
+    ("trials", False): "its trial has no final row now (an adaptive search does not run it "
+                       "again; its study keeps the outcome)",
+    ("epochs", True): "its trial runs again to write its curve (from its checkpoint, training "
+                      "nothing, when that is there; else from scratch) and its final row is "
+                      "replaced",
+    ("epochs", False): "its trial keeps its final row without a curve (an adaptive search does "
+                       "not run it again)",
+    ("failures", True): "that failed attempt's record is lost; the trial's other rows stay",
+    ("failures", False): "that failed attempt's record is lost; the trial's other rows stay",
+}
+# The files of post-hoc commands: their next run computes what does not read back again.
+_RECOMPUTED = {
+    "measures": "`qgen-sweep measure` computes that trial's measures again",
+    "robustness": "`qgen-sweep robustness` evaluates that trial again",
+    "landscape": "`qgen-sweep landscape` computes that trial's points again",
+}
+# The folders whose unreadable files `status` names; launch / resume move only those of
+# corrupt_files' default kinds (the sweep lock's folders, and measures).
+DAMAGE_KINDS = ("trials", "epochs", "measures", "failures", "robustness", "landscape",
+                "measure_failures", "robustness_failures", "landscape_failures")
+
+
+def _folder_of(path: Path) -> Path:
+    """The store folder a result file lives in (`<kind>/bits=B/<id>.parquet` or
+    `<failures>/<id>-<n>.parquet`)."""
+    return path.parent.parent if path.parent.name.startswith("bits=") else path.parent
+
+
+def corrupt_consequence(path: Path, reruns: bool = True) -> str:
+    """What launch / resume moving `path` (a file that does not read back) to corrupt/ does to
+    its trial; `reruns`: a grid sweep, which runs every incomplete trial again."""
+    folder = _folder_of(Path(path)).name
+    return _QUARANTINED.get((folder, reruns)) or _RECOMPUTED.get(
+        folder, "the next run of the command that wrote it writes it again")
+
+
+def damage_remedy(path: Path) -> str:
+    """The way out for a file that does not read back, as `status` and `report` say it."""
+    where = _folder_of(Path(path))
+    folder = where.name
+    reruns = not ResultsStore(where.parent).journal_path.is_file()  # adaptive: reruns nothing
+    if (folder, reruns) in _QUARANTINED:
+        return f"`qgen-sweep resume` moves it to corrupt/: {_QUARANTINED[folder, reruns]}"
+    return _RECOMPUTED.get(folder, "the next run of the command that wrote it writes it again "
+                                   "(a failure row of a post-hoc job: that record is lost)")

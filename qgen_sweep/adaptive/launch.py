@@ -89,8 +89,7 @@ def run_search(spec: SweepSpec, options: LaunchOptions, command: str,
     with SweepLock(store.root, command):
         _check_same_sweep(store, spec)
         progress = Progress(budget(spec), 0, 0, stream=stream, interval=options.progress_interval)
-        for path in quarantine_corrupt(store):
-            progress.note(f"warning: {path} did not read back; moved to corrupt/, its trial reruns")
+        quarantine_corrupt(store, progress, reruns=False)
         studies = _open_studies(spec, store, progress)
         finished = sum(min(finished_count(s.study), s.settings.n_trials) for s in studies)
         progress.already_done, progress.to_run = finished, budget(spec) - finished

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from qgen_sweep.analysis._duck import execute
-from qgen_sweep.store import ResultsStore
+from qgen_sweep.store import ResultsStore, damage_remedy
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ def _read_files(con: duckdb.DuckDBPyConnection, table: str, files: list[str], cr
 def _readable(files: list[str]) -> list[str]:
     good = [name for name in files if ResultsStore.readable(Path(name))]
     for name in sorted(set(files) - set(good)):
-        log.warning("skipping %s: it does not read back as Parquet (rerun that trial)", name)
+        log.warning("skipping %s: it does not read back as Parquet; %s", name,
+                    damage_remedy(Path(name)))
     return good
 
 

@@ -9,7 +9,6 @@ needs none of the original `--set` overrides.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +21,7 @@ from qgen_sweep.errors import QGenError, UsageError
 from qgen_sweep.plan import PlannedTrial, fusable, interrupted_bundles, plan, plan_bundles
 from qgen_sweep.provenance import provenance
 from qgen_sweep.spec import SweepSpec, read_spec_text, spec_from_file
-from qgen_sweep.store import ResultsStore, SweepLock, check_results_dir
+from qgen_sweep.store import ResultsStore, SweepLock, check_results_dir, corrupt_consequence
 from qgen_sweep.trial.inputs import check_inputs
 
 BACKENDS = ("ray", "local")
@@ -81,15 +80,13 @@ def write_plan(store: ResultsStore, spec: SweepSpec, trials: list[PlannedTrial])
     store.write_plan(spec.name, trials)
 
 
-def quarantine_corrupt(store: ResultsStore) -> list[Path]:
-    """Move files that do not read back to <root>/corrupt/ (their trials then rerun)."""
-    moved = []
+def quarantine_corrupt(store: ResultsStore, progress: Progress, reruns: bool = True) -> None:
+    """Move files that do not read back to <root>/corrupt/, each with a note of what follows
+    (`store.corrupt_consequence`; `reruns`: this command runs every incomplete trial again)."""
     for path in store.corrupt_files():
-        target = store.root / "corrupt" / path.relative_to(store.root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), target)
-        moved.append(path)
-    return moved
+        store.quarantine(path)
+        progress.note(f"warning: {path} did not read back; moved to corrupt/: "
+                      f"{corrupt_consequence(path, reruns)}")
 
 
 def settings_for(spec: SweepSpec, options: LaunchOptions) -> RunSettings:
@@ -137,9 +134,8 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, command: str,
         _check_same_sweep(store, spec)
         write_plan(store, spec, trials)
         progress = Progress(len(trials), 0, 0, stream=stream, interval=options.progress_interval)
-        for path in quarantine_corrupt(store):
-            progress.note(f"warning: {path} did not read back; moved to corrupt/, its trial reruns")
-        done = store.finished_ids()
+        quarantine_corrupt(store, progress)
+        done = store.complete_ids()  # a finished trial that lost its epochs file runs again
         pending = [t for t in trials if t.trial_id not in done]
         progress.already_done, progress.to_run = len(trials) - len(pending), len(pending)
         if pending:

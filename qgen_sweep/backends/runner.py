@@ -1,7 +1,10 @@
 """The work of one trial attempt, shared by every backend: it runs the trial engine on the trial's
 checkpoint directory and writes the store's rows itself.
 
-- Before anything, a trial whose final row already reads back is skipped (never run twice).
+- Before anything, a complete trial (its final row and its epoch rows read back) is skipped
+  (never run twice). A finished trial whose epochs file was lost runs again: the engine continues
+  from its last.pt, which holds every epoch, so it only evaluates the kept model once more; then
+  the epochs file is written and the final row replaced (one file per trial: never two rows).
 - Each start appends to `checkpoints/<id>/attempts.json` (attempt number, host, first epoch it
   trained), so attempts are counted across Ray retries and separate `resume` runs alike.
 - Per-epoch rows are rewritten after every epoch (visible while the trial runs); the final row
@@ -47,7 +50,7 @@ def run_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     store = ResultsStore(ctx.store_root)
     trial_id, bits = task["trial_id"], int(task["bits"])
     final = store.final_row(trial_id, bits, columns=["status"])
-    if final is not None:
+    if final is not None and store.has("epochs", trial_id, bits):
         return {"trial_id": trial_id, "status": final["status"], "skipped": True}
     config = TrialConfig.from_dict(task["config"])
     attempts = _start_attempt(store, trial_id)
@@ -90,7 +93,7 @@ def run_follower(task: dict[str, Any], ctx: RunContext) -> None:
     """A data-parallel rank other than 0: trains the trial alongside rank 0 (the same checkpoint
     directory, from which every rank continues) and writes nothing; rank 0 runs `run_one`."""
     store = ResultsStore(ctx.store_root)
-    if store.final_row(task["trial_id"], int(task["bits"]), columns=["status"]) is not None:
+    if store.complete(task["trial_id"], int(task["bits"])):  # the same test as rank 0's
         return
     runtime = TrialRuntime(**ctx.runtime)
     config = TrialConfig.from_dict(task["config"])
@@ -208,7 +211,7 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     from qgen_sweep.trial.bundle import trained_bundle_id
 
     store = ResultsStore(ctx.store_root)
-    todo = [m for m in task["bundle"] if not store.has("trials", m["trial_id"], m["bits"])]
+    todo = [m for m in task["bundle"] if not store.complete(m["trial_id"], int(m["bits"]))]
     if not todo:
         return {"trial_id": task["trial_id"], "status": "done", "skipped": True,
                 "members": len(task["bundle"])}

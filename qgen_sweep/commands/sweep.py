@@ -201,7 +201,7 @@ def _dry_run(spec, results_dir: Path, backend: str = "ray", address: str | None 
 
         click.echo("\n".join(dry_run_lines(spec, results_dir)))
         return
-    done = ResultsStore(results_dir).finished_ids() & {t.trial_id for t in trials}
+    done = ResultsStore(results_dir).complete_ids() & {t.trial_id for t in trials}
     per_bits = ", ".join(f"{b}: {n}" for b, n in count_by(trials, "bits").items())
     click.echo(f"{spec.name}: {len(trials)} trials planned ({per_bits} by bits); "
                f"{len(done)} already done, {len(trials) - len(done)} would run")
@@ -257,6 +257,7 @@ def status_command(sweep: str, results_dir: Path | None, fmt: str, as_json: bool
     if fmt == "json":
         data = {"launched": launched, "by_bits": status.by_bits, "totals": status.totals,
                 "missing": status.missing, "corrupt": [str(p) for p in status.corrupt],
+                "no_curve": [{"trial_id": t, "bits": b} for t, b in status.no_curve],
                 "running": status.locked_by,
                 "failures": [_failure_dict(r) for r in status.failures[:failures]]}
         from qgen_sweep.adaptive.report import study_rows  # adaptive sweeps only
@@ -355,8 +356,7 @@ def _status_view(store, status, title: str, failures: int = 5, running: list | N
                           f"chance level or with a training loss above 10 ln(classes); "
                           f"`qgen-sweep report` leaves them out of its statistics "
                           f"(--include-collapsed keeps them)"))
-    parts += [Text(f"corrupt: {path} does not read back; `qgen-sweep resume` reruns its trial")
-              for path in status.corrupt]
+    parts += _damage_lines(store, status)
     if status.failures:
         parts.append(Text(f"latest failures ({len(status.failures)} failed attempts of "
                           "unfinished trials):"))
@@ -366,6 +366,25 @@ def _status_view(store, status, title: str, failures: int = 5, running: list | N
 
     parts += [Text(line) for line in status_lines(store.root)]
     return Group(*parts)
+
+
+def _damage_lines(store, status) -> list:
+    """One line per file that does not read back and per finished trial without a curve."""
+    from rich.text import Text
+
+    from qgen_sweep.store import damage_remedy
+
+    reruns = not store.journal_path.is_file()  # an adaptive search reruns nothing itself
+    lines = [Text(f"corrupt: {path} does not read back; {damage_remedy(path)}")
+             for path in status.corrupt]
+    if status.no_curve:
+        ids = ", ".join(f"{t} (bits={b})" for t, b in status.no_curve[:5])
+        more = f" and {len(status.no_curve) - 5} more" if len(status.no_curve) > 5 else ""
+        then = ("`qgen-sweep resume` runs them again to write it" if reruns else
+                "an adaptive search does not run them again")
+        lines.append(Text(f"no curve: {len(status.no_curve)} finished trial(s) have a final row "
+                          f"but no readable epochs file: {ids}{more}; {then}"))
+    return lines
 
 
 def _watch(store, title: str, failures: int, interval: float) -> None:

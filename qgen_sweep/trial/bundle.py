@@ -15,7 +15,8 @@ Checkpoint layout under `checkpoint_dir` (the folder holding per-trial folders, 
 `bundle-<bundle_id>/members.json`, and per member `<trial_id>/init.pt`, `<trial_id>/best.pt`
 (unfused format, so `train.load_model` and the measures read them) and `<trial_id>/result.json`
 (written when the bundle ends; a member with a result.json is returned as is and never trained
-again).
+again; one that does not read back, e.g. torn by a kill, is moved aside with CheckpointUnreadable
+like an unreadable last.pt, and the member trains again).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from qgen_sweep.atomic import write_text_atomic
-from qgen_sweep.errors import QGenError, UsageError
+from qgen_sweep.errors import UsageError
 from qgen_sweep.plan import MEMBERS_FILE
 from qgen_sweep.trial.config import (
     PER_MEMBER_FIELDS,
@@ -54,7 +55,7 @@ from qgen_sweep.trial.fused import (
 )
 from qgen_sweep.trial.memory import check_fits
 from qgen_sweep.trial.models import build_model
-from qgen_sweep.trial.protocol import EpochCallback, Training, at_least_fp32
+from qgen_sweep.trial.protocol import EpochCallback, Training, at_least_fp32, unreadable
 from qgen_sweep.trial.train import runtime_dtype, with_dtype
 
 
@@ -148,10 +149,8 @@ def _read_result(root: Path, config: TrialConfig) -> TrialResult | None:
         result = dict(data["result"])
         result["history"] = tuple(EpochMetrics(**m) for m in result["history"])
         return TrialResult(**result)
-    except (ValueError, KeyError, TypeError) as error:
-        raise QGenError(
-            f"{path} is not a result of trial {config.trial_id} ({error}); delete it to retrain"
-        ) from error
+    except (ValueError, KeyError, TypeError) as error:  # torn by a kill, or foreign
+        unreadable(path, error)  # moved aside: the member trains again
 
 
 def trained_bundle_id(checkpoint_dir: Path, config: TrialConfig) -> str | None:

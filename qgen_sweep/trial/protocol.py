@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -120,6 +121,15 @@ def move_aside(path: Path) -> Path:
         n += 1
     path.replace(target)
     return target
+
+
+def unreadable(path: Path, error: BaseException) -> typing.NoReturn:
+    """Move a checkpoint that cannot be used aside and raise CheckpointUnreadable, which the
+    runner records as a failure row before it starts the trial again from scratch."""
+    aside = move_aside(path)
+    why = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    raise CheckpointUnreadable(f"checkpoint {path} does not load ({why}); moved to "
+                               f"{aside.name}, the trial restarts from scratch") from error
 
 
 def weights_payload(config: TrialConfig, state: dict[str, Tensor], epoch: int,
@@ -346,15 +356,14 @@ class Training:
                 raise ValueError(f"format {payload.get('version')!r}, this engine writes "
                                  f"{CHECKPOINT_VERSION}")
         except Exception as error:  # noqa: BLE001 - empty, torn, foreign: the same recovery
-            aside = move_aside(path)
-            why = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise CheckpointUnreadable(
-                f"checkpoint {path} does not load ({why}); moved to {aside.name}, the trial "
-                "restarts from scratch") from error
+            unreadable(path, error)
         if payload.get("members") != [c.to_dict() for c in self.configs]:
             raise QGenError(f"checkpoint {path} belongs to a different trial config; delete "
                             "its folder or use another checkpoint directory")
-        self.learner.load_state_dict(payload["learner"])
+        try:  # a file that loads but whose state does not fit this learner (missing keys, shapes)
+            self.learner.load_state_dict(payload["learner"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            unreadable(path, error)
         torch.set_rng_state(payload["rng"]["cpu"])
         if "cuda" in payload["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(payload["rng"]["cuda"])
