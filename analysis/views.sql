@@ -87,6 +87,8 @@ FROM raw_failures;
 --   pending          not started yet.
 -- raw_started (Python: one row per trial with an attempts log; `running` = the lock is held)
 -- is what the files say about starts; epochs_done counts the per-epoch rows written so far.
+-- no_curve: the trial has a final row but no epoch rows (its epochs file was lost; the next
+-- launch / resume of a grid sweep runs it again to write them, `status` lists it meanwhile).
 CREATE OR REPLACE VIEW plan AS
 WITH fails AS (
     SELECT sweep, trial_id, count(*) AS failed_attempts, max(time) AS last_failure
@@ -109,7 +111,8 @@ SELECT
         ELSE 'pending'
     END AS state,
     coalesce(f.failed_attempts, 0) AS failed_attempts,
-    coalesce(g.epochs_done, 0) AS epochs_done
+    coalesce(g.epochs_done, 0) AS epochs_done,
+    t.status IS NOT NULL AND g.trial_id IS NULL AS no_curve
 FROM raw_plan AS p
 LEFT JOIN trials AS t ON t.sweep = p.sweep AND t.trial_id = p.trial_id
 LEFT JOIN fails AS f ON f.sweep = p.sweep AND f.trial_id = p.trial_id

@@ -51,6 +51,13 @@ def status_json(root: Path) -> dict:
     return json.loads(result.stdout)
 
 
+def no_curve_in_plan_view(root: Path) -> list[list]:
+    result = run_cli("query", "smoke", "--results-dir", str(root), "--format", "json",
+                     "SELECT trial_id, state, epochs_done FROM plan WHERE no_curve")
+    assert result.code == 0 and not result.crashed, result.stderr
+    return [list(row.values()) for row in json.loads(result.stdout)]
+
+
 def rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
@@ -135,6 +142,7 @@ def test_a_lost_curve_without_a_checkpoint_is_trained_again_from_scratch(finishe
     shutil.rmtree(store.checkpoint_dir(trial_id))
     assert "no curve: 1 finished trial(s)" in status_text(store.root)
     assert status_json(store.root)["no_curve"] == [{"trial_id": trial_id, "bits": 4}]
+    assert no_curve_in_plan_view(store.root) == [[trial_id, "done", 0]]
 
     dry = run_cli("launch", "smoke", *ONE, "--set", "train.epochs=2", "--results-dir",
                   str(store.root), "--dry-run")
@@ -146,6 +154,7 @@ def test_a_lost_curve_without_a_checkpoint_is_trained_again_from_scratch(finishe
         [(r["train_loss"], r["test_acc"]) for r in whole]  # seeded: the same curve on the CPU
     assert read_attempts(store, trial_id)[-1]["first_epoch"] == 1
     assert len(list(store.files("trials"))) == 1 and status_json(store.root)["no_curve"] == []
+    assert no_curve_in_plan_view(store.root) == []
 
 
 # ---- unreadable checkpoints
