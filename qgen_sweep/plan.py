@@ -20,8 +20,7 @@ from typing import Any
 
 from qgen_sweep.errors import SpecError, UsageError
 from qgen_sweep.spec import AXIS_ORDER, SweepSpec
-from qgen_sweep.trial.archs import ARCHS
-from qgen_sweep.trial.config import TrialConfig, bundle_key
+from qgen_sweep.trial.config import TrialConfig, bundle_key, unfusable_reasons
 
 
 @dataclass(frozen=True)
@@ -126,8 +125,9 @@ MEMBERS_FILE = "members.json"  # in checkpoints/bundle-<id>/: member trial ids, 
 
 
 def fusable(config: TrialConfig) -> bool:
-    """Whether the fused engine can train `config` in a bundle (its arch's registry entry)."""
-    return ARCHS[config.arch].fusable
+    """Whether the fused engine can train `config` in a bundle: its arch's registry entry, and
+    none of the options only the single-trial engine implements (`unfusable_reasons`)."""
+    return not unfusable_reasons(config)
 
 
 def plan_bundles(

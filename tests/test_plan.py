@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+
+import pytest
 
 from qgen_sweep.plan import axis_counts, count_by, plan
 from qgen_sweep.spec import load_spec
@@ -65,3 +68,23 @@ def test_axis_counts_for_validate():
     counts = dict(axis_counts(load_spec("cifar100-grid")))
     assert counts["depth"].startswith("3 (3, 4, 5)")
     assert counts["lr"].startswith("3 per optimizer")
+
+
+def test_only_what_the_fused_engine_implements_is_fusable():
+    """A NiN trial with an option only the single-trial engine implements trains alone: in a
+    bundle that option would be dropped without a word."""
+    from qgen_sweep.errors import UsageError
+    from qgen_sweep.plan import fusable
+    from qgen_sweep.trial.bundle import check_bundle
+    from qgen_sweep.trial.config import TrialConfig
+
+    nin = TrialConfig("digits", 2, "sgd", 0.1, 0.0, depth=2, width=1)
+    assert fusable(nin)
+    others = {"arch resnet18": dataclasses.replace(nin, arch="resnet18", depth=1),
+              "bin_regularizer": dataclasses.replace(nin, bin_regularizer=0.1),
+              "pretrained": dataclasses.replace(nin, pretrained="/weights/nin.pt"),
+              "dataset imagenet": dataclasses.replace(nin, dataset="imagenet")}
+    for reason, config in others.items():
+        assert not fusable(config), reason
+        with pytest.raises(UsageError, match=reason.split()[0]):
+            check_bundle([config])

@@ -43,6 +43,7 @@ from qgen_sweep.trial.config import (
     TrialRuntime,
     bundle_id,
     bundle_key,
+    unfusable_reasons,
 )
 from qgen_sweep.trial.data import Dataset, load_dataset, resolve_device
 from qgen_sweep.trial.fused import (
@@ -78,6 +79,10 @@ def check_bundle(configs: Sequence[TrialConfig]) -> None:
     if configs[0].arch != "nin":
         raise UsageError(f"the fused engine trains NiN bundles; arch {configs[0].arch} trains "
                          "one trial at a time (run_trial)")
+    reasons = unfusable_reasons(configs[0])
+    if reasons:
+        raise UsageError(f"the fused engine does not implement {', '.join(reasons)}; such "
+                         "trials train one at a time (run_trial)")
 
 
 # ----------------------------------------------------------------------------- training

@@ -244,6 +244,23 @@ def bundle_key(config: TrialConfig) -> tuple:
     return tuple((k, json.dumps(data[k])) for k in sorted(data) if k not in PER_MEMBER_FIELDS)
 
 
+def unfusable_reasons(config: TrialConfig) -> list[str]:
+    """Why the fused engine (trial/fused.py, trial/bundle.py) cannot train `config`; [] if it can.
+
+    The fused engine implements NiN from scratch on the resident datasets with the plain LSQ
+    objective; a trial needing anything else trains alone (run_trial), so no option is dropped."""
+    out = []
+    if not ARCHS[config.arch].fusable:
+        out.append(f"arch {config.arch}")
+    if config.bin_regularizer:
+        out.append("bin_regularizer")
+    if config.pretrained:
+        out.append("pretrained")
+    if config.dataset in RESIZED_DATASETS:
+        out.append(f"dataset {config.dataset} (streamed)")
+    return out
+
+
 def bundle_id(configs: Sequence[TrialConfig]) -> str:
     """Content address of a bundle: sha256 of its sorted member trial ids, 16 hex digits."""
     ids = ",".join(sorted(c.trial_id for c in configs))
