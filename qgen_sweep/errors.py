@@ -40,6 +40,11 @@ class ResultsDirError(UsageError, StoreError):
     exist, a file, or a folder without sweep results. Bad input, so exit code 2."""
 
 
+class LeaseLost(QGenError):
+    """The launch that started this trial no longer holds the results directory (its driver was
+    killed, or a newer launch took the lock): the trial stops and writes nothing more."""
+
+
 class CheckpointUnreadable(QGenError):
     """A trial's training-state checkpoint did not load. The engine has moved it aside, so the
     next attempt starts the trial afresh; the runner records this attempt as a failure row."""

@@ -55,6 +55,7 @@ import datetime as dt
 import json
 import os
 import socket
+import uuid
 import typing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -512,9 +513,13 @@ class SweepLock:
         self.root.mkdir(parents=True, exist_ok=True)
         self._made_lock_file = not self._lock_path.exists()
         self._acquire()
+        # the token names this holding of the lock: the trials it starts write only while the
+        # lock file still names it and its holder lives (`lease_held`)
+        self.token = uuid.uuid4().hex
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        self.info_path.write_text(json.dumps(info))
+                "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "token": self.token}
+        write_text_atomic(self.info_path, json.dumps(info))
         self.removed_temp_files = self._remove_stale_temp_files()
         return self
 
@@ -568,6 +573,26 @@ class SweepLock:
             holder = "another qgen-sweep process"
         return (f"results directory {self.root} is locked by {holder}; wait for it to finish, "
                 f"watch it with `qgen-sweep status`, or use another --results-dir")
+
+
+def lease_held(root: Path | str, token: str) -> bool:
+    """Whether the launch holding `token` still holds the sweep lock of `root`: the lock file
+    names it, and (on this host) its process lives. A SIGKILLed driver leaves its lock file
+    behind, so the pid is what tells its orphaned workers to stop."""
+    try:
+        info = json.loads((Path(root) / ".lock.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(info, dict) or info.get("token") != token:
+        return False
+    if info.get("host") == socket.gethostname():
+        try:
+            os.kill(int(info["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, KeyError, ValueError, TypeError):
+            pass  # alive under another user, or no pid to ask about: the token decides
+    return True
 
 
 def lock_holder(root: Path) -> dict[str, Any] | None:

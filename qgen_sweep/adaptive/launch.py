@@ -86,7 +86,7 @@ def run_search(spec: SweepSpec, options: LaunchOptions, command: str,
     preflight(spec, options.results_dir, options.backend, options.address)
     run_settings = settings_for(spec, options)
     store = ResultsStore(options.results_dir)
-    with SweepLock(store.root, command):
+    with SweepLock(store.root, command) as lock:
         _check_same_sweep(store, spec)
         progress = Progress(budget(spec), 0, 0, stream=stream, interval=options.progress_interval)
         quarantine_corrupt(store, progress, reruns=False)
@@ -94,7 +94,7 @@ def run_search(spec: SweepSpec, options: LaunchOptions, command: str,
         finished = sum(min(finished_count(s.study), s.settings.n_trials) for s in studies)
         progress.already_done, progress.to_run = finished, budget(spec) - finished
         if progress.to_run > 0:
-            _execute(spec, options, run_settings, store, studies, progress)
+            _execute(spec, options, run_settings, store, studies, progress, lock.token)
         else:
             progress.note(f"every study of {spec.name} has its {spec.optuna.n_trials} trials")
     return store
@@ -124,7 +124,7 @@ def _open_studies(spec: SweepSpec, store: ResultsStore, progress: Progress) -> l
 
 
 def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
-             store: ResultsStore, studies: list, progress: Progress) -> None:
+             store: ResultsStore, studies: list, progress: Progress, lease: str) -> None:
     import dataclasses
 
     from qgen_sweep.backends.faults import ENV_VAR as FAULT_ENV
@@ -138,7 +138,7 @@ def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
     ctx = RunContext(
         store_root=str(store.root.resolve()), sweep=spec.name,
         runtime=dataclasses.asdict(spec.runtime), provenance=provenance(), trial_fn=trial_fn,
-        fault_file=os.environ.get(FAULT_ENV) or None, loggers=options.loggers,
+        fault_file=os.environ.get(FAULT_ENV) or None, loggers=options.loggers, lease=lease,
     )
     progress.watch(store.root)  # trials are suggested as it goes: configs from plan.parquet
     with progress:

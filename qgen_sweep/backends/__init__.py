@@ -23,6 +23,7 @@ class RunContext:
     trial_fn: str = DEFAULT_TRIAL_FN  # "module:function" with run_trial's signature
     fault_file: str | None = None  # QGEN_FAULT_INJECTION of the driver (tests only)
     loggers: tuple[str, ...] = ()  # `launch --log`: "tensorboard" (backends/tensorboard.py)
+    lease: str | None = None  # the launch's SweepLock token: rows are written only while it holds
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ Set QGEN_FAULT_INJECTION to a JSON file:
                 {"trial_id": "*",       "epoch": 1, "times": "always", "action": "kill"}]}
 
 `epoch` k fires after epoch k's checkpoint is on disk (0 = at the start of every attempt, before
-training). A retry continues after the last checkpoint, so a fault at epoch k >= 1 fires in the
+training; "final" = as the trained trial's final row is about to be written). A retry continues after the last checkpoint, so a fault at epoch k >= 1 fires in the
 attempt that trains epoch k only: use epoch 0 to make every attempt of a trial fail.
 `times`: how often the fault fires in total (an integer, or "always"). `action`: "raise"
 (InjectedFault, an ordinary exception: Ray retries it), "kill" (SIGKILL of the process running
@@ -29,6 +29,7 @@ from qgen_sweep.errors import UsageError
 
 ENV_VAR = "QGEN_FAULT_INJECTION"
 ACTIONS = ("raise", "kill", "pause")
+FINAL_ROW = "final"  # the `epoch` of a fault that fires as the final row is written
 
 
 class InjectedFault(RuntimeError):
@@ -38,7 +39,7 @@ class InjectedFault(RuntimeError):
 @dataclass(frozen=True)
 class Fault:
     trial_id: str  # "*" = every trial
-    epoch: int
+    epoch: int | str  # an epoch, or FINAL_ROW
     times: int | None  # None = always
     action: str
     seconds: float = 2.0  # how long a "pause" sleeps
@@ -64,7 +65,7 @@ class FaultPlan:
             raise UsageError(f"{ENV_VAR}={path}: not a valid fault file ({error}); see "
                              f"qgen_sweep/backends/faults.py for the format") from None
 
-    def check(self, trial_id: str, epoch: int) -> None:
+    def check(self, trial_id: str, epoch: int | str) -> None:
         """Fire the first matching fault that has firings left."""
         for index, fault in enumerate(self.faults):
             if fault.epoch != epoch or fault.trial_id not in ("*", trial_id):
@@ -114,5 +115,6 @@ def _parse_fault(item: dict) -> Fault:
     seconds = item.get("seconds", 2.0)
     if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 3600:
         raise ValueError(f"seconds must be a number in [0, 3600], got {seconds!r}")
-    return Fault(str(item["trial_id"]), int(item.get("epoch", 1)),
+    epoch = item.get("epoch", 1)
+    return Fault(str(item["trial_id"]), epoch if epoch == FINAL_ROW else int(epoch),
                  None if times == "always" else times, action, float(seconds))

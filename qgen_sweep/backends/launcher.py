@@ -75,9 +75,11 @@ def _check_same_sweep(store: ResultsStore, spec: SweepSpec) -> None:
 
 
 def write_plan(store: ResultsStore, spec: SweepSpec, trials: list[PlannedTrial]) -> None:
-    """Save the resolved spec and plan.parquet (atomically)."""
-    store.write_spec(f"# sweep: {spec.name}\n# spec hash: {spec.spec_hash}\n{spec.to_toml()}")
+    """Save plan.parquet, then the resolved spec (each atomically): sweep.toml, which binds the
+    directory to this sweep, exists only once its plan is stored."""
+    text = f"# sweep: {spec.name}\n# spec hash: {spec.spec_hash}\n{spec.to_toml()}"
     store.write_plan(spec.name, trials)
+    store.write_spec(text)
 
 
 def quarantine_corrupt(store: ResultsStore, progress: Progress, reruns: bool = True) -> None:
@@ -130,7 +132,7 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, command: str,
     trials = preflight(spec, options.results_dir, options.backend, options.address)
     settings = settings_for(spec, options)
     store = ResultsStore(options.results_dir)
-    with SweepLock(store.root, command):
+    with SweepLock(store.root, command) as lock:
         _check_same_sweep(store, spec)
         write_plan(store, spec, trials)
         progress = Progress(len(trials), 0, 0, stream=stream, interval=options.progress_interval)
@@ -139,18 +141,19 @@ def run_sweep(spec: SweepSpec, options: LaunchOptions, command: str,
         pending = [t for t in trials if t.trial_id not in done]
         progress.already_done, progress.to_run = len(trials) - len(pending), len(pending)
         if pending:
-            _execute(spec, options, settings, store, pending, progress)
+            _execute(spec, options, settings, store, pending, progress, lock.token)
         else:
             progress.note(f"all {len(trials)} trials of {spec.name} already have results")
     return store
 
 
 def _execute(spec: SweepSpec, options: LaunchOptions, settings: RunSettings,
-             store: ResultsStore, pending: list[PlannedTrial], progress: Progress) -> None:
+             store: ResultsStore, pending: list[PlannedTrial], progress: Progress,
+             lease: str) -> None:
     ctx = RunContext(
         store_root=str(store.root.resolve()), sweep=spec.name,
         runtime=_runtime_dict(spec), provenance=provenance(), trial_fn=options.trial_fn,
-        fault_file=os.environ.get(FAULT_ENV) or None, loggers=options.loggers,
+        fault_file=os.environ.get(FAULT_ENV) or None, loggers=options.loggers, lease=lease,
     )
     tasks = _tasks(spec, options, pending, progress, store.root / "checkpoints")
     progress.watch(store.root, tasks)  # the running-trials table reads their epoch rows

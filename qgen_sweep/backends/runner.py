@@ -9,8 +9,12 @@ checkpoint directory and writes the store's rows itself.
   trained), so attempts are counted across Ray retries and separate `resume` runs alike.
 - Per-epoch rows are rewritten after every epoch (visible while the trial runs); the final row
   (with provenance) is written last, atomically: after it the trial is done.
-- A failed attempt writes one failure row (`failures/<id>-<attempt>.parquet`) and re-raises, so
-  the backend can retry it; a trial is *failed* when it has failure rows and no final row.
+- A failed attempt, a failure to write the final row included, writes one failure row
+  (`failures/<id>-<attempt>.parquet`) and re-raises, so the backend can retry it; a trial is
+  *failed* when it has failure rows and no final row.
+- Every write first checks the launch's lease (`RunContext.lease`, `store.lease_held`): once the
+  driver is gone or another launch holds the lock, the trial stops (`LeaseLost`) and writes
+  nothing, so a resume started at once never shares a trial with orphaned workers.
 - An input error (`UsageError`: missing data, a device or a size this machine cannot give) is the
   same on every attempt: `run_or_stop` returns it as the summary's `input_error`, and the backend
   stops the sweep instead of retrying.
@@ -24,10 +28,16 @@ from collections.abc import Callable
 from typing import Any
 
 from qgen_sweep.backends import RunContext
-from qgen_sweep.backends.faults import FaultPlan
-from qgen_sweep.errors import CheckpointUnreadable, UsageError
+from qgen_sweep.backends.faults import FINAL_ROW, FaultPlan
+from qgen_sweep.errors import CheckpointUnreadable, LeaseLost, UsageError
 from qgen_sweep.provenance import host, now
-from qgen_sweep.store import ResultsStore, config_columns, read_attempts, write_attempts
+from qgen_sweep.store import (
+    ResultsStore,
+    config_columns,
+    lease_held,
+    read_attempts,
+    write_attempts,
+)
 from qgen_sweep.trial.config import (
     EpochMetrics,
     TrialConfig,
@@ -53,15 +63,21 @@ def run_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     if final is not None and store.has("epochs", trial_id, bits):
         return {"trial_id": trial_id, "status": final["status"], "skipped": True}
     config = TrialConfig.from_dict(task["config"])
-    attempts = _start_attempt(store, trial_id)
+    attempts = _start_attempt(store, ctx, trial_id)
     try:
         result = _attempt(task, ctx, store, config, attempts)
     except CheckpointUnreadable:  # recorded and moved aside: one more attempt, afresh
-        attempts = _start_attempt(store, trial_id)
+        attempts = _start_attempt(store, ctx, trial_id)
         result = _attempt(task, ctx, store, config, attempts)
-    store.write_epochs(trial_id, bits, [epoch_row(m) for m in result.history])
-    row = final_row(task, ctx, config, result, attempts)
-    store.write_trial(row)
+    try:
+        _check_fault(ctx, trial_id, FINAL_ROW)
+        check_lease(store, ctx)
+        store.write_epochs(trial_id, bits, [epoch_row(m) for m in result.history])
+        row = final_row(task, ctx, config, result, attempts)
+        store.write_trial(row)
+    except Exception as error:  # the attempt trained but has no final row: say why
+        _record(store, ctx, trial_id, bits, error, len(attempts))
+        raise
     _log_final(ctx, row)
     return {"trial_id": trial_id, "status": result.status, "attempts": len(attempts),
             "seconds": result.seconds, "skipped": False}
@@ -84,9 +100,30 @@ def _attempt(task: dict[str, Any], ctx: RunContext, store: ResultsStore, config:
     try:
         return _train(task, ctx, store, config, attempts)
     except Exception as error:
-        store.record_failure("trials", task["trial_id"], int(task["bits"]), error,
-                             attempt=len(attempts))
+        _record(store, ctx, task["trial_id"], int(task["bits"]), error, len(attempts))
         raise
+
+
+def check_lease(store: ResultsStore, ctx: RunContext) -> None:
+    """LeaseLost when the launch that started this trial no longer holds the results directory."""
+    if ctx.lease is not None and not lease_held(store.root, ctx.lease):
+        raise LeaseLost(f"the launch that started this trial no longer holds {store.root}; "
+                        f"the trial stops without writing")
+
+
+def _record(store: ResultsStore, ctx: RunContext, trial_id: str, bits: int,
+            error: BaseException, attempt: int) -> None:
+    """The failure row of one attempt, unless the lease is lost (then nothing is written)."""
+    if isinstance(error, LeaseLost) or (ctx.lease is not None
+                                        and not lease_held(store.root, ctx.lease)):
+        return
+    store.record_failure("trials", trial_id, bits, error, attempt=attempt)
+
+
+def _check_fault(ctx: RunContext, trial_id: str, epoch: int | str) -> None:
+    faults = FaultPlan.load(ctx.fault_file)
+    if faults is not None:
+        faults.check(trial_id, epoch=epoch)
 
 
 def run_follower(task: dict[str, Any], ctx: RunContext) -> None:
@@ -106,7 +143,7 @@ def _train(task: dict[str, Any], ctx: RunContext, store: ResultsStore, config: T
     faults = FaultPlan.load(ctx.fault_file)
     if faults is not None:
         faults.check(trial_id, epoch=0)
-    log = _EpochLog(store, trial_id, int(task["bits"]), attempts, ctx.loggers)
+    log = _EpochLog(store, ctx, trial_id, int(task["bits"]), attempts)
 
     def on_epoch(metrics: EpochMetrics) -> None:
         log.record(metrics)
@@ -131,9 +168,11 @@ class _EpochLog:
     """One trial's epoch rows and attempts log, rewritten as each epoch ends (single trials and
     bundle members alike), and the opt-in loggers' per-epoch records (`launch --log`)."""
 
-    def __init__(self, store: ResultsStore, trial_id: str, bits: int,
-                 attempts: list[dict[str, Any]], loggers: tuple[str, ...] = ()) -> None:
+    def __init__(self, store: ResultsStore, ctx: RunContext, trial_id: str, bits: int,
+                 attempts: list[dict[str, Any]]) -> None:
         self.store, self.trial_id, self.bits, self.attempts = store, trial_id, bits, attempts
+        self.ctx = ctx
+        loggers = ctx.loggers
         self.rows = store.epochs(trial_id, bits)
         self.tensorboard = None
         if "tensorboard" in loggers:
@@ -143,6 +182,7 @@ class _EpochLog:
 
     def record(self, metrics: EpochMetrics) -> None:
         self.rows = [r for r in self.rows if r["epoch"] < metrics.epoch] + [epoch_row(metrics)]
+        check_lease(self.store, self.ctx)
         self.store.write_epochs(self.trial_id, self.bits, self.rows)
         if self.tensorboard is not None:
             self.tensorboard.epoch(metrics)
@@ -163,7 +203,8 @@ def _log_final(ctx: RunContext, row: dict[str, Any]) -> None:
         log_final(ctx.store_root, row)
 
 
-def _start_attempt(store: ResultsStore, trial_id: str) -> list[dict[str, Any]]:
+def _start_attempt(store: ResultsStore, ctx: RunContext, trial_id: str) -> list[dict[str, Any]]:
+    check_lease(store, ctx)
     attempts = read_attempts(store, trial_id)
     attempts.append({"attempt": len(attempts) + 1, "host": host(), "started": now().isoformat(),
                      "first_epoch": None})
@@ -216,20 +257,26 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         return {"trial_id": task["trial_id"], "status": "done", "skipped": True,
                 "members": len(task["bundle"])}
     configs = [TrialConfig.from_dict(m["config"]) for m in todo]
-    attempts = {m["trial_id"]: _start_attempt(store, m["trial_id"]) for m in todo}
+    attempts = {m["trial_id"]: _start_attempt(store, ctx, m["trial_id"]) for m in todo}
     try:
         results = _bundle_attempt(ctx, store, todo, configs, attempts)
     except CheckpointUnreadable:  # recorded and moved aside: one more attempt, afresh
-        attempts = {m["trial_id"]: _start_attempt(store, m["trial_id"]) for m in todo}
+        attempts = {m["trial_id"]: _start_attempt(store, ctx, m["trial_id"]) for m in todo}
         results = _bundle_attempt(ctx, store, todo, configs, attempts)
     statuses = []
     for m, config, result in zip(todo, configs, results, strict=True):
-        store.write_epochs(m["trial_id"], int(m["bits"]),
-                           [epoch_row(e) for e in result.history])
-        row = final_row(m, ctx, config, result, attempts[m["trial_id"]])
-        row["engine"] = "fused"
-        row["bundle_id"] = trained_bundle_id(store.root / "checkpoints", config)
-        store.write_trial(row)
+        trial_id, bits = m["trial_id"], int(m["bits"])
+        try:
+            _check_fault(ctx, trial_id, FINAL_ROW)
+            check_lease(store, ctx)
+            store.write_epochs(trial_id, bits, [epoch_row(e) for e in result.history])
+            row = final_row(m, ctx, config, result, attempts[trial_id])
+            row["engine"] = "fused"
+            row["bundle_id"] = trained_bundle_id(store.root / "checkpoints", config)
+            store.write_trial(row)
+        except Exception as error:  # this member trained but has no final row: say why
+            _record(store, ctx, trial_id, bits, error, len(attempts[trial_id]))
+            raise
         _log_final(ctx, row)
         statuses.append(result.status)
     return {"trial_id": task["trial_id"], "status": "done", "skipped": False,
@@ -243,7 +290,7 @@ def _bundle_attempt(ctx: RunContext, store: ResultsStore, todo: list[dict[str, A
     from qgen_sweep.trial.bundle import run_bundle
 
     bits = {m["trial_id"]: int(m["bits"]) for m in todo}
-    logs = {tid: _EpochLog(store, tid, bits[tid], attempts[tid], ctx.loggers) for tid in bits}
+    logs = {tid: _EpochLog(store, ctx, tid, bits[tid], attempts[tid]) for tid in bits}
     faults = FaultPlan.load(ctx.fault_file)  # a fault in any member fails the bundle's attempt
 
     def on_epoch(by_id: dict[str, EpochMetrics]) -> None:
@@ -261,8 +308,8 @@ def _bundle_attempt(ctx: RunContext, store: ResultsStore, todo: list[dict[str, A
         return run_bundle(configs, runtime, store.root / "checkpoints", on_epoch)
     except Exception as error:
         for m in todo:
-            store.record_failure("trials", m["trial_id"], bits[m["trial_id"]], error,
-                                 attempt=len(attempts[m["trial_id"]]))
+            _record(store, ctx, m["trial_id"], bits[m["trial_id"]], error,
+                    len(attempts[m["trial_id"]]))
         raise
     finally:
         for log in logs.values():
