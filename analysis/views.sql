@@ -118,3 +118,21 @@ LEFT JOIN trials AS t ON t.sweep = p.sweep AND t.trial_id = p.trial_id
 LEFT JOIN fails AS f ON f.sweep = p.sweep AND f.trial_id = p.trial_id
 LEFT JOIN progress AS g ON g.sweep = p.sweep AND g.trial_id = p.trial_id
 LEFT JOIN raw_started AS s ON s.sweep = p.sweep AND s.trial_id = p.trial_id;
+
+-- Column descriptions, shown by `qgen-sweep query --schema`.
+COMMENT ON COLUMN trials.gap IS 'generalization gap: test_loss - train_loss (nats), final model';
+COMMENT ON COLUMN trials.train_loss IS 'cross-entropy on the training set, final model (nats)';
+COMMENT ON COLUMN trials.test_loss IS 'cross-entropy on the test set, final model (nats)';
+COMMENT ON COLUMN trials.train_acc IS 'accuracy on the training set, a fraction in [0, 1]';
+COMMENT ON COLUMN trials.test_acc IS 'accuracy on the test set, a fraction in [0, 1]';
+COMMENT ON COLUMN trials.bits IS 'weight precision: 2, 4, 8 (LSQ) or 32 (FP32)';
+COMMENT ON COLUMN trials.precision IS 'Int2, Int4, Int8 or FP32';
+COMMENT ON COLUMN trials.status IS 'done, diverged or collapsed';
+COMMENT ON COLUMN trials.collapsed IS 'finished at chance-level accuracy or with a huge loss';
+COMMENT ON COLUMN trials.l2_norm IS 'L2 norm of all conv weights of the final model';
+COMMENT ON COLUMN epochs.epoch IS 'epoch number, from 1';
+COMMENT ON COLUMN epochs.train_acc IS 'training accuracy of the epoch, a fraction in [0, 1]';
+COMMENT ON COLUMN epochs.test_acc IS 'test accuracy after the epoch, a fraction in [0, 1]';
+COMMENT ON COLUMN plan.state IS 'done, collapsed, diverged, running, failed, interrupted, pending';
+COMMENT ON COLUMN plan.epochs_done IS 'per-epoch rows written so far';
+COMMENT ON COLUMN plan.failed_attempts IS 'failed attempts recorded for the trial';

@@ -227,14 +227,19 @@ def _parse_toml(text: str, source: str) -> dict[str, Any]:
                          f"(a spec is at most {MAX_DEPTH} levels deep)"]) from None
 
 
-def spec_from_text(text: str, name: str, source: str) -> SweepSpec:
-    """Parse a resolved spec saved as TOML (a results directory's sweep.toml)."""
-    return parse_spec(_parse_toml(text, source), name=name, source=source)
+def spec_from_text(text: str, name: str, source: str,
+                   overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
+    """Parse a resolved spec saved as TOML (a results directory's sweep.toml), with `--set`
+    overrides applied as load_spec applies them."""
+    raw = _parse_toml(text, source)
+    apply_overrides(raw, overrides, source)
+    return parse_spec(raw, name=name, source=source)
 
 
-def spec_from_file(path: Path, name: str) -> SweepSpec:
+def spec_from_file(path: Path, name: str,
+                   overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     """Parse a saved spec file (sweep.toml); every problem is a one-line SpecError."""
-    return spec_from_text(read_spec_text(path), name=name, source=str(path))
+    return spec_from_text(read_spec_text(path), name=name, source=str(path), overrides=overrides)
 
 
 # ---- --set overrides -----------------------------------------------------------------------------

@@ -146,3 +146,78 @@ def test_status_before_any_launch_shows_the_plan_pending(tmp_path):
     (tmp_path / "afile").write_text("x")
     _one_error_line(_run("status", "smoke", "--results-dir", "afile", cwd=tmp_path),
                     "is a file, not a folder")
+
+
+ONE = ("--set", "grid.bits=[32]", "--set", "grid.width=[4]", "--set", 'grid.optimizer=["sgd"]',
+       "--set", "train.epochs=2")
+
+
+def test_dry_runs_of_a_finished_sweep_and_resume_with_set(tmp_path):
+    root = str(tmp_path / "run")
+    launched = _run("launch", "smoke", *ONE, "--backend", "local", "--results-dir", root)
+    assert launched.returncode == 0, launched.stderr
+    for command in (["launch", "smoke", *ONE], ["resume", "smoke"]):
+        dry = _run(*command, "--dry-run", "--results-dir", root)
+        assert dry.returncode == 0, dry.stderr
+        assert "1 already done, 0 would run" in dry.stdout
+        assert "all 1 trials already have results" in dry.stdout
+        assert not [line for line in dry.stdout.splitlines() if "bits=32" in line]  # none listed
+    (tmp_path / "run" / "trials" / "bits=32").rename(tmp_path / "moved")  # the trial is gone
+    dry = _run("resume", "smoke", "--dry-run", "--set", "resources.max_concurrent=1",
+               "--results-dir", root)
+    assert dry.returncode == 0 and "0 already done, 1 would run" in dry.stdout, dry.stderr
+    assert len([line for line in dry.stdout.splitlines() if "bits=32 sgd" in line]) == 1
+    assert not (tmp_path / "run" / "trials" / "bits=32").exists()  # a dry run writes nothing
+    _one_error_line(_run("resume", "smoke", "--set", "train.epochs=3", "--results-dir", root),
+                    "changes what the trials of", "another --results-dir")
+    _one_error_line(_run("resume", "smoke", "--set", "trian.epochs=3", "--results-dir", root),
+                    "did you mean 'train'")
+
+
+def test_milestones_past_the_last_epoch_are_warned_about():
+    proc = _run("validate", "smoke", "--set", "train.epochs=1")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: train.milestones 2 (of 1 epochs) are after the last epoch" in proc.stderr
+    quiet = _run("validate", "smoke")
+    assert quiet.returncode == 0 and "warning" not in quiet.stderr
+
+
+def test_show_prints_or_copies_a_shipped_sweep(tmp_path):
+    shipped = (Path(__file__).resolve().parents[1] / "sweeps" / "smoke.toml").read_text()
+    shown = _run("show", "smoke")
+    assert shown.returncode == 0 and shown.stdout == shipped
+    copied = _run("show", "smoke", "--copy", "mine.toml", cwd=tmp_path)
+    assert copied.returncode == 0, copied.stderr
+    assert (tmp_path / "mine.toml").read_text() == shipped
+    assert "qgen-sweep launch mine.toml" in copied.stdout
+    _one_error_line(_run("show", "smoke", "--copy", "mine.toml", cwd=tmp_path),
+                    "--copy mine.toml already exists")
+    (tmp_path / "specs").mkdir()
+    assert _run("show", "smoke-tpe", "--copy", "specs", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "specs" / "smoke-tpe.toml").is_file()
+    _one_error_line(_run("show", "nosuch"), "no sweep named 'nosuch'", "smoke")
+    assert _run("validate", str(tmp_path / "mine.toml")).returncode == 0
+
+
+def test_query_names_the_missing_sql_and_has_a_paired_view(tmp_path):
+    root = _known(tmp_path)
+    for args in ((), ("tiny",)):
+        _one_error_line(_run("query", *args, "--results-dir", str(root)), "no SQL statement given")
+    proc = _run("query", "--results-dir", str(root), "--format", "json",
+                "SELECT precision, count(*) AS n, sum(gap_diff) AS gap, sum(test_acc_diff) AS acc "
+                "FROM paired GROUP BY ALL ORDER BY precision")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["precision"]: r for r in json.loads(proc.stdout)}
+    report = json.loads(_run("report", "--results-dir", str(root), "--format", "json").stdout)
+    for row in report["paired"]:
+        pairs = rows[row["precision"]]
+        assert pairs["n"] == row["n_pairs"]
+        if row["metric"] == "gap":
+            assert abs(pairs["gap"] / pairs["n"] - row["mean_diff"]) < 1e-9
+        if row["metric"] == "test_acc":  # the view: a fraction; the report: percentage points
+            assert abs(100 * pairs["acc"] / pairs["n"] - row["mean_diff"]) < 1e-9
+    schema = _run("query", "--results-dir", str(root), "--schema", "--format", "json")
+    described = {(r["view"], r["column"]): r["description"] for r in json.loads(schema.stdout)}
+    assert described[("trials", "gap")].startswith("generalization gap: test_loss - train_loss")
+    assert "fraction" in described[("paired", "test_acc_diff")]
+    assert "interrupted" in described[("plan", "state")]

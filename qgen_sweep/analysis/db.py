@@ -247,8 +247,12 @@ def _backfill(con: duckdb.DuckDBPyConnection, kind: str) -> None:
                          f'WHERE "{name}" IS NULL')
 
 
-def _run_script(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    for statement in duckdb.extract_statements(path.read_text()):
+def _run_script(con: duckdb.DuckDBPyConnection, path: Path,
+                replace: dict[str, str] | None = None) -> None:
+    text = path.read_text()
+    for placeholder, value in (replace or {}).items():
+        text = text.replace(placeholder, value)
+    for statement in duckdb.extract_statements(text):
         try:
             execute(con, statement.query)
         except duckdb.Error as error:
@@ -283,6 +287,8 @@ def connect(
     for statement in collapsed_sql(include_collapsed):
         execute(con, statement)
     _run_script(con, sql_file("views.sql"))
+    _run_script(con, sql_file("paired_view.sql"),
+                {"{paired}": sql_file("paired.sql").read_text().strip().rstrip(";")})
     for name in _ALWAYS_SQL:
         _run_script(con, sql_file(name))
     # A kind without a fixed schema (measures, robustness) has its views in analysis/<kind>*.sql,
@@ -314,14 +320,14 @@ def kinds_for_query(sql: str) -> set[str]:
     """The kinds a query may read: every kind whose view name appears as a word in it.
 
     A cheap over-approximation (a column named `epochs` also loads the epochs); `plan` reads
-    trials, failures and epochs as well.
+    trials, failures and epochs as well, `paired` the trials.
     """
     words = set(re.findall(r"[a-z_]+", sql.lower()))
     kinds = {kind for kind in KINDS if kind in words or f"raw_{kind}" in words}
     if "plan" in kinds:
         kinds |= {"trials", "failures", "epochs"}
-    if kinds & {"measures", "landscape", "robustness"}:
-        kinds.add("trials")  # measures*.sql, landscape.sql, robustness.sql join the trials
+    if kinds & {"measures", "landscape", "robustness"} or "paired" in words:
+        kinds.add("trials")  # measures*.sql, landscape.sql, robustness.sql, paired join trials
     return kinds
 
 
@@ -336,14 +342,15 @@ def run_query(con: duckdb.DuckDBPyConnection, sql: str, limit: int = 0,
     return result.names, result.rows
 
 
-def schema_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
-    """(view, column, type) for every named view, in view then column order."""
+def schema_rows(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, str]]:
+    """(view, column, type, description) for every named view, in view then column order; the
+    descriptions are the COMMENTs of the SQL files ('' where a column has none)."""
     return con.execute(
         """
-        SELECT table_name, column_name, data_type
-        FROM information_schema.columns
-        WHERE table_schema = 'main'
-          AND table_name IN (SELECT view_name FROM duckdb_views() WHERE NOT internal)
-        ORDER BY table_name, ordinal_position
+        SELECT c.table_name, c.column_name, c.data_type, coalesce(c.comment, '')
+        FROM duckdb_columns() AS c
+        WHERE c.schema_name = 'main'
+          AND c.table_name IN (SELECT view_name FROM duckdb_views() WHERE NOT internal)
+        ORDER BY c.table_name, c.column_index
         """
     ).fetchall()

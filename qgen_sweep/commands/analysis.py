@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,19 @@ def _check_output(output: Path | None, fmt: str, results_dir: Path) -> None:
         )
 
 
+_NO_SQL = ('no SQL statement given: add one in quotes, e.g. qgen-sweep query {target} '
+           '"SELECT precision, avg(gap) FROM trials GROUP BY ALL" (--schema lists the views)')
+
+
 def _split_args(args: tuple[str, ...], schema: bool) -> tuple[str | None, str | None]:
     """[SWEEP] SQL -> (sweep, sql); with --schema: [SWEEP] -> (sweep, None)."""
     wanted = 1 if schema else 2
-    if len(args) > wanted or (not schema and not args):
+    if not schema and not args:
+        raise UsageError(_NO_SQL.format(target="SWEEP"))
+    if not schema and len(args) == 1 and re.fullmatch(r"[\w.@-]+", args[0]):
+        # one word: a sweep name without its statement (no SQL statement is one bare word)
+        raise UsageError(_NO_SQL.format(target=args[0]))
+    if len(args) > wanted:
         usage = "[SWEEP] --schema" if schema else '[SWEEP] "SQL"'
         raise UsageError(f"query takes {usage}, but got {len(args)} argument(s): {list(args)}")
     if schema:
@@ -198,7 +208,7 @@ def query_command(
     _check_output(output, fmt, folder)
     if schema:
         rows = schema_rows(connect(folder, kinds=("measures",)))
-        _write(format_rows(["view", "column", "type"], rows, fmt), fmt, output)
+        _write(format_rows(["view", "column", "type", "description"], rows, fmt), fmt, output)
         return
     read_only_statement(sql)  # refused before any file is read
     con = connect(folder, kinds_for_query(sql))

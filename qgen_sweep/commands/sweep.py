@@ -64,6 +64,44 @@ def list_command() -> None:
         click.echo(f"{name:<{width}}  {count:>7} trials  {description}")
 
 
+@click.command("show")
+@click.argument("sweep")
+@click.option("--copy", "copy_to", type=click.Path(path_type=Path), default=None,
+              help="Write the spec to this file (or into this folder as SWEEP.toml) instead of "
+                   "printing it, to edit and launch as your own sweep.")
+def show_command(sweep: str, copy_to: Path | None) -> None:
+    """Print the TOML of a shipped sweep (as `qgen-sweep list` names it), comments included.
+
+    \b
+    Examples:
+      qgen-sweep show smoke
+      qgen-sweep show cifar10-grid --copy my-grid.toml   # then edit it and:
+      qgen-sweep launch my-grid.toml
+    """
+    from qgen_sweep.spec import find_spec, read_spec_text
+
+    path = find_spec(sweep)  # an unknown name lists the shipped ones
+    text = read_spec_text(path)
+    if copy_to is None:
+        click.echo(text, nl=False)
+        return
+    target = copy_to / path.name if copy_to.is_dir() else copy_to
+    if not target.parent.is_dir():
+        raise UsageError(f"--copy {target}: folder {target.parent} does not exist; create it "
+                         "first, or pick another path")
+    try:
+        with open(target, "x", encoding="utf-8") as handle:  # "x": never overwrite a file
+            handle.write(text)
+    except FileExistsError:
+        raise UsageError(f"--copy {target} already exists; pick another path, or delete it "
+                         "first") from None
+    except OSError as error:
+        raise UsageError(f"--copy {target} cannot be written ({error.strerror}); pick a "
+                         "writable path") from None
+    click.echo(f"wrote {target}; edit it, then `qgen-sweep validate {target}` and "
+               f"`qgen-sweep launch {target}`")
+
+
 @click.command("validate")
 @click.argument("sweep")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
@@ -77,7 +115,8 @@ def validate_command(sweep: str, overrides: tuple[str, ...], data_dir: Path | No
 
     spec = _load(sweep, overrides, data_dir)
     trials = preflight(spec, _results_dir(spec, None), device=False)
-    if spec.search == "optuna":  # issue 7: studies over the grid's space
+    _warn_unreached_milestones(trials)
+    if spec.search == "optuna":  # studies over the grid's space
         from qgen_sweep.adaptive.launch import describe
 
         click.echo("\n".join(describe(spec)))
@@ -144,19 +183,51 @@ def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | N
 
 @click.command("resume")
 @click.argument("sweep")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a value of the saved spec for this run, e.g. --set "
+                   "runtime.device=cuda or --set resources.max_concurrent=2 (repeatable); "
+                   "what the trials compute (grid, train, search) cannot change.")
 @_run_options
-def resume_command(sweep: str, results_dir: Path | None, data_dir: Path | None,
-                   address: str | None, max_concurrent: int | None, backend: str,
-                   bundle_size: int | None, progress_interval: float,
-                   loggers: tuple[str, ...]) -> None:
-    """Retry failed trials and continue interrupted ones from their checkpoints."""
-    from qgen_sweep.backends.launcher import saved_spec
+@click.option("--dry-run", is_flag=True, help="Print what would run; write nothing.")
+def resume_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | None,
+                   data_dir: Path | None, address: str | None, max_concurrent: int | None,
+                   backend: str, bundle_size: int | None, progress_interval: float,
+                   loggers: tuple[str, ...], dry_run: bool) -> None:
+    """Retry failed trials and continue interrupted ones from their checkpoints, with the spec
+    saved in the results directory (sweep.toml).
+
+    \b
+    Examples:
+      qgen-sweep resume smoke
+      qgen-sweep resume cifar10-grid --set runtime.device=cuda --max-concurrent 4
+      qgen-sweep resume smoke --dry-run            # what would run, nothing written
+    """
     from qgen_sweep.spec import with_data_dir
 
     results_dir = results_dir if results_dir is not None else _default_dir(sweep)
-    spec = with_data_dir(saved_spec(results_dir), data_dir)
+    spec = with_data_dir(_resumed_spec(results_dir, overrides), data_dir)
+    if dry_run:
+        _dry_run(spec, results_dir, backend, address)
+        return
     _run(spec, results_dir, address, max_concurrent, backend, f"resume {spec.name}",
          bundle_size, progress_interval, loggers)
+
+
+def _resumed_spec(results_dir: Path, overrides: tuple[str, ...]):
+    """The saved spec with --set applied; an override that changes the trials is refused."""
+    from qgen_sweep.backends.launcher import saved_spec
+    from qgen_sweep.spec import spec_from_file
+
+    saved = saved_spec(results_dir)
+    if not overrides:
+        return saved
+    spec = spec_from_file(Path(results_dir) / "sweep.toml", name=saved.name, overrides=overrides)
+    if spec.spec_hash != saved.spec_hash:
+        raise UsageError(f"--set {' '.join(overrides)} changes what the trials of {results_dir} "
+                         f"compute (spec hash {saved.spec_hash} -> {spec.spec_hash}); resume "
+                         f"takes resources.*, runtime.* and other settings only, so launch the "
+                         f"changed sweep into another --results-dir")
+    return spec
 
 
 def _default_dir(sweep: str) -> Path:
@@ -196,22 +267,37 @@ def _dry_run(spec, results_dir: Path, backend: str = "ray", address: str | None 
     from qgen_sweep.store import ResultsStore
 
     trials = preflight(spec, results_dir, backend, address)  # what launch would refuse
+    _warn_unreached_milestones(trials)
     if spec.search == "optuna":
         from qgen_sweep.adaptive.launch import dry_run_lines
 
         click.echo("\n".join(dry_run_lines(spec, results_dir)))
         return
     done = ResultsStore(results_dir).complete_ids() & {t.trial_id for t in trials}
+    todo = [t for t in trials if t.trial_id not in done]
     per_bits = ", ".join(f"{b}: {n}" for b, n in count_by(trials, "bits").items())
     click.echo(f"{spec.name}: {len(trials)} trials planned ({per_bits} by bits); "
-               f"{len(done)} already done, {len(trials) - len(done)} would run")
-    for trial in trials[:5]:
+               f"{len(done)} already done, {len(todo)} would run")
+    for trial in todo[:5]:
         c = trial.config
         click.echo(f"  {trial.trial_id}  {c.dataset} bits={c.bits} {c.optimizer} lr={c.lr:g} "
                    f"wd={c.weight_decay:g} depth={c.depth} width={c.width} epochs={c.epochs}")
-    if len(trials) > 5:
-        click.echo(f"  ... {len(trials) - 5} more")
+    if len(todo) > 5:
+        click.echo(f"  ... {len(todo) - 5} more")
+    if not todo:
+        click.echo(f"all {len(trials)} trials already have results in {results_dir}: nothing "
+                   "would run")
     click.echo(f"dry run: nothing written (results would go to {results_dir})")
+
+
+def _warn_unreached_milestones(trials) -> None:
+    """A warning when a learning-rate milestone is past a trial's last epoch (it never applies)."""
+    late = sorted({(m, t.config.epochs) for t in trials for m in t.config.milestones
+                   if m > t.config.epochs})
+    if late:
+        shown = ", ".join(f"{m} (of {epochs} epochs)" for m, epochs in late)
+        click.echo(f"warning: train.milestones {shown} are after the last epoch: the learning "
+                   f"rate never drops there; lower them or raise train.epochs", err=True)
 
 
 @click.command("status")
@@ -398,4 +484,5 @@ def _watch(store, title: str, failures: int, interval: float) -> None:
     click.echo(f"watch ended: {ended}")
 
 
-COMMANDS = (list_command, validate_command, launch_command, status_command, resume_command)
+COMMANDS = (list_command, show_command, validate_command, launch_command, status_command,
+            resume_command)

@@ -238,8 +238,9 @@ def _gap_boxes(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "box": _quartiles(gaps)} for (sweep, precision), gaps in groups.items()]
 
 
-# Progress by precision: the plan view's states (done / collapsed / diverged / failed /
-# pending).
+# Progress by precision: the plan view's states (status's vocabulary). Running trials are
+# counted with the pending ones here and split off by _with_running from the live running list
+# (this summary is rebuilt only when a results file changes; the running list every poll).
 _PROGRESS_SQL = """
 SELECT sweep, bits, precision,
        count(*) AS planned,
@@ -247,7 +248,8 @@ SELECT sweep, bits, precision,
        count(*) FILTER (WHERE state = 'collapsed') AS collapsed,
        count(*) FILTER (WHERE state = 'diverged') AS diverged,
        count(*) FILTER (WHERE state = 'failed') AS failed,
-       count(*) FILTER (WHERE state = 'pending') AS pending
+       count(*) FILTER (WHERE state = 'interrupted') AS interrupted,
+       count(*) FILTER (WHERE state IN ('pending', 'running')) AS pending
 FROM plan
 GROUP BY sweep, bits, precision
 ORDER BY sweep, precision_order(bits)

@@ -8,7 +8,7 @@ const MAX_CURVES = 12;
 const COLORS = { FP32: "#000000", Int8: "#0072B2", Int4: "#E69F00", Int2: "#D55E00" };
 const ORDER = ["FP32", "Int8", "Int4", "Int2"];
 const STATES = [["done", "#2a9d4b"], ["collapsed", "#9c755f"], ["diverged", "#b07aa1"], ["failed", "#d62728"],
-                ["running", "#4e9ad6"], ["pending", "#cccccc"]];
+                ["running", "#4e9ad6"], ["interrupted", "#f0c75e"], ["pending", "#cccccc"]];
 const MEASURES = ["pacbayes_init", "pacbayes_orig", "pacbayes_mag_init", "pacbayes_mag_orig",
                   "sharpness_init", "sharpness_orig", "sharpness_mag_init", "sharpness_mag_orig"];
 
