@@ -90,6 +90,12 @@ def slurm_command(sweep: str, nodes: int, gpus_per_node: int | None, cpus_per_no
 
     The job requeues itself before its time limit (and resumes where it stopped); the results
     directory must be on storage that every node shares.
+
+    \b
+    Examples:
+      qgen-sweep slurm smoke --nodes 1 --print > smoke.sbatch
+      qgen-sweep slurm cifar10-grid --nodes 4 --gpus-per-node 4 --time 1-00:00:00 \\
+        --results-dir /shared/runs/cifar10-grid --submit
     """
     from qgen_sweep.cluster.slurm import SlurmJob, render
     from qgen_sweep.cluster.slurm import submit as sbatch_submit

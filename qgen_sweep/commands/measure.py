@@ -57,7 +57,8 @@ def _settings(options: dict[str, Any], families: tuple[str, ...], device: str,
 @click.option("--bn-affine", type=click.Choice(["perturb", "fixed"]), default="perturb",
               show_default=True, help="Perturb the folded biases that carry each BN's shift "
               "(perturb, as the reference code) or only the conv/linear weights (fixed).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the noise samples and ascent batches (combined with each trial's).")
 @click.option("--iterations", type=int, default=15, show_default=True, help="Bisection steps.")
 @click.option("--mc-samples", type=int, default=10, show_default=True,
               help="Gaussian samples per PAC-Bayes bisection step.")
@@ -71,10 +72,14 @@ def _settings(options: dict[str, Any], families: tuple[str, ...], device: str,
               help="Examples per gradient-ascent step.")
 @click.option("--target-drop", type=float, default=0.1, show_default=True,
               help="Training-accuracy drop the scales are tuned to.")
-@click.option("--tolerance", type=float, default=0.01, show_default=True)
-@click.option("--magnitude-eps", type=float, default=1e-3, show_default=True)
-@click.option("--delta", type=float, default=0.05, show_default=True)
-@click.option("--eval-batch-size", type=int, default=1024, show_default=True)
+@click.option("--tolerance", type=float, default=0.01, show_default=True,
+              help="The bisection stops once the accuracy drop is this close to --target-drop.")
+@click.option("--magnitude-eps", type=float, default=1e-3, show_default=True,
+              help="Additive epsilon of the magnitude-aware measures' noise (docs/science.md).")
+@click.option("--delta", type=float, default=0.05, show_default=True,
+              help="Confidence parameter of the PAC-Bayes bounds (they hold w.p. 1 - delta).")
+@click.option("--eval-batch-size", type=int, default=1024, show_default=True,
+              help="Examples per forward pass (times --mc-chunk copies).")
 @click.option("--mc-chunk", type=int, default=10, show_default=True,
               help="Perturbed copies evaluated together in one forward pass.")
 @job_options

@@ -62,7 +62,8 @@ def _check_released(run, settings) -> None:
               "DATA_DIR/CIFAR-10-C or DATA_DIR/CIFAR-100-C).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the generated corruptions (the same images for every trial).")
-@click.option("--eval-batch-size", type=int, default=1024, show_default=True)
+@click.option("--eval-batch-size", type=int, default=1024, show_default=True,
+              help="Images per forward pass.")
 @job_options
 def robustness_command(sweep: str, corruptions: str | None, severities: str | None,
                        source: str, corrupted_dir: str | None, seed: int, eval_batch_size: int,

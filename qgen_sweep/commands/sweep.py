@@ -1,10 +1,11 @@
-"""Sweep commands: list, validate, launch, status, resume.
+"""Sweep commands: list, show, validate, launch, status, resume.
 
     qgen-sweep list
+    qgen-sweep show smoke [--copy my-smoke.toml]
     qgen-sweep validate cifar10-grid --set train.epochs=3
     qgen-sweep launch smoke [--results-dir DIR] [--address ADDR] [--max-concurrent N] [--dry-run]
-    qgen-sweep status smoke [--json]
-    qgen-sweep resume smoke
+    qgen-sweep status smoke [--format table|markdown|csv|json]
+    qgen-sweep resume smoke [--set runtime.device=cuda] [--dry-run]
 
 Heavy libraries (ray, torch, pyarrow) are imported inside the commands.
 """
@@ -43,7 +44,13 @@ def _results_dir(spec, results_dir: Path | None) -> Path:
 
 @click.command("list")
 def list_command() -> None:
-    """Available sweeps with their trial counts and descriptions."""
+    """Available sweeps with their trial counts and descriptions.
+
+    \b
+    Examples:
+      qgen-sweep list
+      qgen-sweep show smoke          # the TOML of one of them
+    """
     from qgen_sweep.plan import plan
     from qgen_sweep.spec import available_sweeps, load_spec
 
@@ -109,7 +116,14 @@ def show_command(sweep: str, copy_to: Path | None) -> None:
 def validate_command(sweep: str, overrides: tuple[str, ...], data_dir: Path | None) -> None:
     """Plan SWEEP and print the trial count per axis; any problem (a spec value, missing data,
     an unwritable results directory) exits 2. The device is checked by launch, on the machine
-    the trials run on."""
+    the trials run on.
+
+    \b
+    Examples:
+      qgen-sweep validate cifar10-grid
+      qgen-sweep validate smoke --set train.epochs=3 --set "grid.bits=[2, 32]"
+      qgen-sweep validate my-sweep.toml
+    """
     from qgen_sweep.backends.launcher import preflight
     from qgen_sweep.plan import axis_counts, count_by
 
@@ -171,7 +185,16 @@ def launch_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | N
                    data_dir: Path | None, address: str | None, max_concurrent: int | None,
                    backend: str, bundle_size: int | None, progress_interval: float,
                    loggers: tuple[str, ...], dry_run: bool) -> None:
-    """Run every trial of SWEEP that has no final result yet (on Ray by default)."""
+    """Run every trial of SWEEP that has no final result yet (on Ray by default). SWEEP is a
+    shipped sweep's name (`qgen-sweep list`) or a .toml file.
+
+    \b
+    Examples:
+      qgen-sweep launch smoke
+      qgen-sweep launch cifar10-grid --dry-run              # what would run, nothing written
+      qgen-sweep launch smoke --set train.epochs=1 --backend local --results-dir /tmp/quick
+      qgen-sweep launch cifar10-grid --address ray://head:10001 --max-concurrent 8
+    """
     spec = _load(sweep, overrides, data_dir)
     results_dir = _results_dir(spec, results_dir)
     if dry_run:

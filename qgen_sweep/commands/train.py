@@ -82,14 +82,18 @@ def _echo_epoch(metrics: Any) -> None:
 @click.option("--base-width", type=int, default=None,
               help="Channels of the first stage, times --width [default: the arch's: "
                    + ", ".join(f"{a.name} {a.base_width}" for a in ARCHS.values()) + "].")
-@click.option("--epochs", type=int, default=_DEFAULTS["epochs"], show_default=True)
-@click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True)
+@click.option("--epochs", type=int, default=_DEFAULTS["epochs"], show_default=True,
+              help="Training epochs.")
+@click.option("--batch-size", type=int, default=_DEFAULTS["batch_size"], show_default=True,
+              help="Training examples per step.")
 @click.option("--milestones", default=",".join(map(str, _DEFAULTS["milestones"])),
               show_default=True, help="MultiStep epochs, comma-separated ('' for none).")
-@click.option("--gamma", type=float, default=_DEFAULTS["gamma"], show_default=True)
+@click.option("--gamma", type=float, default=_DEFAULTS["gamma"], show_default=True,
+              help="Learning-rate factor at each milestone.")
 @click.option("--momentum", type=float, default=_DEFAULTS["momentum"], show_default=True,
               help="SGD momentum.")
-@click.option("--seed", type=int, default=_DEFAULTS["seed"], show_default=True)
+@click.option("--seed", type=int, default=_DEFAULTS["seed"], show_default=True,
+              help="Seed of the initialisation, the data order and augmentation.")
 @click.option("--augment", default=_DEFAULTS["augment"], show_default=True,
               help="none or crop-flip.")
 @click.option("--first-last", default=_DEFAULTS["first_last"], show_default=True,
@@ -103,7 +107,7 @@ def _echo_epoch(metrics: Any) -> None:
               help="Dataset folder [default: $QGEN_DATA_DIR, else ~/.cache/qgen-sweep/data].")
 @click.option("--download", is_flag=True, help="Let torchvision fetch CIFAR (needs internet).")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=_RUNTIME.eval_batch_size,
-              show_default=True)
+              show_default=True, help="Examples per forward pass when evaluating.")
 @click.option("--eval-test-every", type=click.IntRange(min=0), default=_RUNTIME.eval_test_every,
               show_default=True, help="Test-set curve every N epochs (0 = never).")
 @click.option("--compile", "compile_mode", type=click.Choice(COMPILE_MODES), default=None,
