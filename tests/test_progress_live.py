@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import threading
+from types import SimpleNamespace
 import time
 from pathlib import Path
 
@@ -133,7 +134,7 @@ def test_status_watch_follows_a_launch_until_it_stops(tmp_path, env):
     lock = SweepLock(store.root, "launch smoke")
     lock.__enter__()
     running = trials[0]
-    _start_attempt(store, running.trial_id)
+    _start_attempt(store, SimpleNamespace(lease=None), running.trial_id)
     store.write_epochs(running.trial_id, running.config.bits, [
         {"epoch": 1, "train_loss": 1.25, "train_acc": 0.5, "test_loss": 1.5, "test_acc": 0.625,
          "lr": 0.05, "seconds": 1.0}])
