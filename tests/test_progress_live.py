@@ -50,8 +50,13 @@ def _epochs_shown(lines: list[str]) -> set[int]:
 
 def test_launch_on_a_terminal_redraws_a_ticking_clock_and_the_running_trials(tmp_path, env):
     results = tmp_path / "one"
+    (trial,) = plan(load_spec("smoke", [ONE[i + 1] for i in range(0, len(ONE), 2)]))
+    # a pause after epoch 2, so the live table shows a trial mid-way however fast the machine
+    faults = write_faults(tmp_path / "faults.json", [
+        {"trial_id": trial.trial_id, "epoch": 2, "times": 1, "action": "pause", "seconds": 2}])
     code, text = run_in_pty([EXE, "launch", "smoke", "--results-dir", str(results),
-                             "--backend", "local", *ONE], env)
+                             "--backend", "local", *ONE],
+                            env | {"QGEN_FAULT_INJECTION": str(faults)})
     assert code == 0, text[-2000:]
     assert "\x1b[1A" in text and "\x1b[2K" in text  # a live region: redrawn in place
     lines = screen_lines(text)
