@@ -35,3 +35,17 @@ def alive(pids: set[int]) -> set[int]:
         if state != "Z" and not name.endswith("Agent"):
             running.add(pid)
     return running
+
+
+def pause_after_each_posthoc_job(folder: Path, seconds: float = 60) -> dict[str, str]:
+    """The environment for a post-hoc run (measure, robustness, landscape) whose jobs each pause
+    after writing their result (qgen_sweep.backends.faults), so a test that kills the run once
+    the first result is on disk lands part-way however fast this machine computes."""
+    import json
+
+    from qgen_sweep.backends.faults import ENV_VAR, POSTHOC
+
+    path = Path(folder) / "pause-faults.json"
+    path.write_text(json.dumps({"faults": [{"trial_id": "*", "epoch": POSTHOC, "times": 1,
+                                            "action": "pause", "seconds": seconds}]}))
+    return {ENV_VAR: str(path)}

@@ -24,6 +24,18 @@ def trial_ids(spec) -> list[str]:
     return [t.trial_id for t in plan(spec)]
 
 
+def cifar_file_names(root: Path) -> dict[str, str]:
+    """Both CIFAR trees' file names under `root`, empty (validate and dry runs check that they
+    are there; nothing reads them); returns the environment that points the CLI at them."""
+    from qgen_sweep.trial.inputs import CIFAR_FILES
+
+    for folder, train, test, _ in CIFAR_FILES.values():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for name in [*train, *test]:
+            (root / folder / name).write_bytes(b"")
+    return {"QGEN_DATA_DIR": str(root)}
+
+
 def write_faults(path: Path, faults: list[dict]) -> Path:
     path.write_text(json.dumps({"faults": faults}))
     return path

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from process_helpers import pause_after_each_posthoc_job
 
 QGEN = [sys.executable, "-m", "qgen_sweep.cli"]
 
@@ -87,7 +88,7 @@ def test_a_killed_landscape_run_resumes_without_recomputing_finished_surfaces(
     root = _copy(smoke, tmp_path / "smoke")
     args = [*QGEN, "landscape", "smoke", "--results-dir", str(root), "--grid", "15",
             "--backend", "local"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **pause_after_each_posthoc_job(tmp_path)}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             start_new_session=True)
     deadline = time.monotonic() + 300

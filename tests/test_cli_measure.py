@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from process_helpers import pause_after_each_posthoc_job
 
 QGEN = [sys.executable, "-m", "qgen_sweep.cli"]
 # Small search settings keep each job to seconds on 2 cores; the defaults are science.md's.
@@ -103,7 +104,7 @@ def test_failures_are_rows_and_a_rerun_retries_them(smoke: Path, tmp_path: Path)
 
 def test_a_killed_run_continues_where_it_stopped(smoke: Path, tmp_path: Path) -> None:
     root = _copy(smoke, tmp_path / "smoke")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **pause_after_each_posthoc_job(tmp_path)}
     proc = subprocess.Popen(
         [*QGEN, "measure", "smoke", "--results-dir", str(root), "--backend", "local",
          "--only", "pacbayes", *SMALL], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

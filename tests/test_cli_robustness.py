@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from cli_helpers import run_cli
+from process_helpers import pause_after_each_posthoc_job
 from sweep_helpers import launch, tiny_spec
 from test_robustness_sources import write_cifar_c
 
@@ -106,7 +107,7 @@ def test_ray_run_fills_the_view_and_report_shows_table4_and_the_heatmap(digits: 
 def test_a_killed_run_and_a_rerun_leave_one_row_per_set(digits: Path, tmp_path: Path) -> None:
     root = _copy(digits, tmp_path / "smoke")
     sets = ["--corruptions", "contrast,fog,brightness,gaussian_noise", "--severities", "1-5"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **pause_after_each_posthoc_job(tmp_path)}
     proc = subprocess.Popen([*QGEN, "robustness", "smoke", "--results-dir", str(root),
                              "--backend", "local", *sets], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=env, start_new_session=True)

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from sweep_helpers import TINY, trial_ids, write_faults
+from sweep_helpers import TINY, cifar_file_names, trial_ids, write_faults
 
 from qgen_sweep.spec import load_spec
 
@@ -27,26 +27,15 @@ def test_list_shows_every_sweep_with_counts():
     assert "972 trials" in lines["digits-grid"] and "16 trials" in lines["smoke"]
 
 
-def _cifar_files(root) -> dict:
-    """Both CIFAR trees' file names under `root` (a launch checks they are there); the env."""
-    from qgen_sweep.trial.inputs import CIFAR_FILES
-
-    for folder, train, test, _ in CIFAR_FILES.values():
-        (root / folder).mkdir(parents=True)
-        for name in [*train, *test]:
-            (root / folder / name).write_bytes(b"")
-    return {"QGEN_DATA_DIR": str(root)}
-
-
 def test_validate_prints_counts_per_axis(tmp_path):
-    proc = _run("validate", "cifar10-grid", env=_cifar_files(tmp_path / "data"))
+    proc = _run("validate", "cifar10-grid", env=cifar_file_names(tmp_path / "data"))
     assert proc.returncode == 0, proc.stderr
     assert "972 trials" in proc.stdout
     assert "3 per optimizer" in proc.stdout and "2: 243, 4: 243, 8: 243, 32: 243" in proc.stdout
 
 
 def test_dry_run_shows_the_papers_972_trials_and_writes_nothing(tmp_path):
-    env = _cifar_files(tmp_path / "data")
+    env = cifar_file_names(tmp_path / "data")
     for sweep in ("cifar10-grid", "cifar100-grid"):
         out = tmp_path / sweep
         proc = _run("launch", sweep, "--dry-run", "--results-dir", str(out), env=env)

@@ -15,12 +15,13 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from browser_helpers import ARTIFACTS, chromium, console_errors, wait_for
 from test_analysis import _trial_row, _write_measures, build_known_store, config
 
-from qgen_sweep.backends.runner import _start_attempt
+from qgen_sweep.backends.runner import start_attempt
 from qgen_sweep.store import ResultsStore, SweepLock
 
 EXE = str(Path(sys.executable).with_name("qgen-sweep"))
@@ -102,7 +103,7 @@ def test_the_page_renders_the_store_and_follows_a_running_trial(store, server, t
         # A launch starts the never-started FP32 trial: the page shows it training.
         trial = config(0, 32, seed=1)
         with SweepLock(store.root, "launch tiny"):
-            _start_attempt(store, trial.trial_id)
+            start_attempt(store, SimpleNamespace(lease=None), trial.trial_id)
             store.write_epochs(trial.trial_id, 32, [
                 {"epoch": 1, "train_loss": 0.75, "train_acc": 0.5, "test_loss": 0.9,
                  "test_acc": 0.5, "lr": 0.1, "seconds": 1.0}])

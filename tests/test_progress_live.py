@@ -133,13 +133,13 @@ def test_status_watch_follows_a_launch_until_it_stops(tmp_path, env):
     trials = plan(spec)
     store = ResultsStore(tmp_path / "w")
     from qgen_sweep.backends.launcher import write_plan
-    from qgen_sweep.backends.runner import _start_attempt
+    from qgen_sweep.backends.runner import start_attempt
 
     write_plan(store, spec, trials)
     lock = SweepLock(store.root, "launch smoke")
     lock.__enter__()
     running = trials[0]
-    _start_attempt(store, SimpleNamespace(lease=None), running.trial_id)
+    start_attempt(store, SimpleNamespace(lease=None), running.trial_id)
     store.write_epochs(running.trial_id, running.config.bits, [
         {"epoch": 1, "train_loss": 1.25, "train_acc": 0.5, "test_loss": 1.5, "test_acc": 0.625,
          "lr": 0.05, "seconds": 1.0}])

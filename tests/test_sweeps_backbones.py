@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sweep_helpers import final_rows
+from sweep_helpers import cifar_file_names, final_rows
 
 from qgen_sweep.plan import plan
 from qgen_sweep.spec import load_spec
@@ -25,8 +25,9 @@ CNNS = ("nin", "resnet18", "resnet50", "mobilenet_v1", "mobilenet_v2", "vgg19")
 SMALL = ["--iterations", "3", "--mc-samples", "2", "--restarts", "2", "--ascent-steps", "2"]
 
 
-def qgen(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+def qgen(*args: str, timeout: float = 900, env: dict | None = None
+         ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "qgen_sweep.cli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -69,8 +70,10 @@ def test_nin_points_are_slices_of_the_grids() -> None:
                                   "cifar100-c-backbones", "cifar10-nin-points",
                                   "cifar100-nin-points"])
 def test_backbone_specs_pass_validate_and_dry_run(name: str, tmp_path: Path) -> None:
-    assert qgen("validate", name).returncode == 0
-    dry = qgen("launch", name, "--dry-run", "--results-dir", str(tmp_path / name))
+    env = cifar_file_names(tmp_path / "data")  # the CIFAR specs check their files are there
+    valid = qgen("validate", name, env=env)
+    assert valid.returncode == 0, valid.stderr
+    dry = qgen("launch", name, "--dry-run", "--results-dir", str(tmp_path / name), env=env)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "would run" in dry.stdout and not (tmp_path / name).exists()
 

@@ -6,14 +6,17 @@ Set QGEN_FAULT_INJECTION to a JSON file:
                 {"trial_id": "*",       "epoch": 1, "times": "always", "action": "kill"}]}
 
 `epoch` k fires after epoch k's checkpoint is on disk (0 = at the start of every attempt, before
-training; "final" = as the trained trial's final row is about to be written). A retry continues after the last checkpoint, so a fault at epoch k >= 1 fires in the
-attempt that trains epoch k only: use epoch 0 to make every attempt of a trial fail.
+training; "final" = as the trained trial's final row is about to be written; "posthoc" = after a
+post-hoc job (measure, robustness, landscape) of the trial wrote its result). A retry continues
+after the last checkpoint, so a fault at epoch k >= 1 fires in the attempt that trains epoch k
+only: use epoch 0 to make every attempt of a trial fail.
 `times`: how often the fault fires in total (an integer, or "always"). `action`: "raise"
 (InjectedFault, an ordinary exception: Ray retries it), "kill" (SIGKILL of the process running
 the trial: the worker dies mid-training) or "pause" (sleep `seconds`, default 2, then go on: a
-test can watch a trial that is mid-way however fast the machine trains). The number of firings is kept on disk next to the JSON
-file (`<file>.fired/`), so retries in new processes see it. In a fused bundle a member's fault
-fails the whole bundle's attempt, as a real crash would. Never set this in real runs.
+test can watch a trial that is mid-way however fast the machine trains). The number of firings
+is kept on disk next to the JSON file (`<file>.fired/`), so retries in new processes see it. In a
+fused bundle a member's fault fails the whole bundle's attempt, as a real crash would. Never set
+this in real runs.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from qgen_sweep.errors import UsageError
 ENV_VAR = "QGEN_FAULT_INJECTION"
 ACTIONS = ("raise", "kill", "pause")
 FINAL_ROW = "final"  # the `epoch` of a fault that fires as the final row is written
+POSTHOC = "posthoc"  # the `epoch` of a fault that fires after a post-hoc job wrote its result
 
 
 class InjectedFault(RuntimeError):
@@ -116,5 +120,5 @@ def _parse_fault(item: dict) -> Fault:
     if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 3600:
         raise ValueError(f"seconds must be a number in [0, 3600], got {seconds!r}")
     epoch = item.get("epoch", 1)
-    return Fault(str(item["trial_id"]), epoch if epoch == FINAL_ROW else int(epoch),
+    return Fault(str(item["trial_id"]), epoch if epoch in (FINAL_ROW, POSTHOC) else int(epoch),
                  None if times == "always" else times, action, float(seconds))

@@ -63,11 +63,11 @@ def run_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
     if final is not None and store.has("epochs", trial_id, bits):
         return {"trial_id": trial_id, "status": final["status"], "skipped": True}
     config = TrialConfig.from_dict(task["config"])
-    attempts = _start_attempt(store, ctx, trial_id)
+    attempts = start_attempt(store, ctx, trial_id)
     try:
         result = _attempt(task, ctx, store, config, attempts)
     except CheckpointUnreadable:  # recorded and moved aside: one more attempt, afresh
-        attempts = _start_attempt(store, ctx, trial_id)
+        attempts = start_attempt(store, ctx, trial_id)
         result = _attempt(task, ctx, store, config, attempts)
     try:
         _check_fault(ctx, trial_id, FINAL_ROW)
@@ -203,7 +203,9 @@ def _log_final(ctx: RunContext, row: dict[str, Any]) -> None:
         log_final(ctx.store_root, row)
 
 
-def _start_attempt(store: ResultsStore, ctx: RunContext, trial_id: str) -> list[dict[str, Any]]:
+def start_attempt(store: ResultsStore, ctx: RunContext, trial_id: str) -> list[dict[str, Any]]:
+    """Record one more start of a trial in its attempts log (what `status` counts as running
+    while the sweep lock is held); returns the log. Refused once the launch's lease is gone."""
     check_lease(store, ctx)
     attempts = read_attempts(store, trial_id)
     attempts.append({"attempt": len(attempts) + 1, "host": host(), "started": now().isoformat(),
@@ -257,11 +259,11 @@ def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
         return {"trial_id": task["trial_id"], "status": "done", "skipped": True,
                 "members": len(task["bundle"])}
     configs = [TrialConfig.from_dict(m["config"]) for m in todo]
-    attempts = {m["trial_id"]: _start_attempt(store, ctx, m["trial_id"]) for m in todo}
+    attempts = {m["trial_id"]: start_attempt(store, ctx, m["trial_id"]) for m in todo}
     try:
         results = _bundle_attempt(ctx, store, todo, configs, attempts)
     except CheckpointUnreadable:  # recorded and moved aside: one more attempt, afresh
-        attempts = {m["trial_id"]: _start_attempt(store, ctx, m["trial_id"]) for m in todo}
+        attempts = {m["trial_id"]: start_attempt(store, ctx, m["trial_id"]) for m in todo}
         results = _bundle_attempt(ctx, store, todo, configs, attempts)
     statuses = []
     for m, config, result in zip(todo, configs, results, strict=True):

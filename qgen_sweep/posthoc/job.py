@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from qgen_sweep.backends.faults import POSTHOC, FaultPlan
 from qgen_sweep.posthoc.kind import JobKind
 from qgen_sweep.store import ResultsStore
 
@@ -35,4 +36,7 @@ def run_guarded(kind: JobKind, results_dir: str, trial: dict[str, Any], work: Wo
         store.record_failure(kind.store_kind, trial["trial_id"], trial["bits"], error)
         first = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         return summary(trial, "failed", time.perf_counter() - started, first)
+    faults = FaultPlan.load(None)  # tests only: e.g. a pause after the result is written
+    if faults is not None:
+        faults.check(trial["trial_id"], POSTHOC)
     return summary(trial, kind.done, time.perf_counter() - started)
