@@ -46,7 +46,7 @@ def _spec(seeds: int):
 
 
 def _ours(spec, workdir: Path) -> float:
-    from qgen_sweep.backends.launcher import LaunchOptions, run_sweep
+    from qgen_sweep.launcher import LaunchOptions, run_sweep
 
     options = LaunchOptions(results_dir=workdir / f"ours-{time.monotonic_ns()}",
                             trial_fn=f"{__name__}:noop_trial", progress_interval=3600)

@@ -16,11 +16,14 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgen_sweep.errors import SpecError, UsageError
 from qgen_sweep.spec import AXIS_ORDER, SweepSpec
-from qgen_sweep.trial.config import TrialConfig, bundle_key, unfusable_reasons
+from qgen_sweep.trial.config import MEMBERS_FILE, TrialConfig, bundle_key, unfusable_reasons
+
+if TYPE_CHECKING:
+    from qgen_sweep.store import ResultsStore  # pyarrow: imported only where a plan is written
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,13 @@ def plan(spec: SweepSpec) -> list[PlannedTrial]:
     return trials
 
 
+def save_plan(store: ResultsStore, spec: SweepSpec, trials: Sequence[PlannedTrial]) -> None:
+    """Save plan.parquet, then the resolved spec (each atomically): sweep.toml, which binds the
+    directory to this sweep, exists only once its plan is stored."""
+    store.write_plan(spec.name, trials)
+    store.write_spec(spec.saved_text())
+
+
 def _describe(point: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items())
 
@@ -120,9 +130,6 @@ def count_by(trials: list[PlannedTrial], field: str) -> dict[Any, int]:
 
 
 # ---- fused bundles: which trials train together as one network -----------------------------
-
-MEMBERS_FILE = "members.json"  # in checkpoints/bundle-<id>/: member trial ids, training order
-
 
 def fusable(config: TrialConfig) -> bool:
     """Whether the fused engine can train `config` in a bundle: its arch's registry entry, and

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qgen_sweep.errors import SpecError, UsageError
+from qgen_sweep.errors import QGenError, SpecError, UsageError
 from qgen_sweep.resources import data_dir
 from qgen_sweep.spec_optuna import OPTUNA_FIELDS, OptunaSettings, parse_optuna
 from qgen_sweep.spec_optuna import identity as optuna_identity
@@ -161,8 +161,17 @@ class SweepSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_toml(self) -> str:
-        """The resolved spec as TOML text (sweep.toml in the results directory)."""
+        """The resolved spec as TOML text."""
         return dumps_toml(self.raw)
+
+    def saved_text(self) -> str:
+        """What a results directory's sweep.toml holds: the sweep's name and spec hash in two
+        comment lines (read back by `saved_spec`), then the resolved spec."""
+        return f"{_NAME_LINE}{self.name}\n# spec hash: {self.spec_hash}\n{self.to_toml()}"
+
+    def default_results_dir(self) -> Path:
+        """`results_dir` of the spec, else ./runs/<sweep>."""
+        return Path(self.results_dir) if self.results_dir else Path("runs") / self.name
 
 
 # ---- finding and loading -------------------------------------------------------------------------
@@ -240,6 +249,33 @@ def spec_from_file(path: Path, name: str,
                    overrides: list[str] | tuple[str, ...] = ()) -> SweepSpec:
     """Parse a saved spec file (sweep.toml); every problem is a one-line SpecError."""
     return spec_from_text(read_spec_text(path), name=name, source=str(path), overrides=overrides)
+
+
+SAVED_SPEC = "sweep.toml"  # in a results directory: the resolved spec it was launched with
+_NAME_LINE = "# sweep: "
+
+
+def saved_spec(results_dir: Path | str) -> SweepSpec:
+    """The resolved spec a results directory was launched with (its sweep.toml)."""
+    path = Path(results_dir) / SAVED_SPEC
+    if not path.is_file():
+        raise UsageError(f"{results_dir} holds no launched sweep (no {SAVED_SPEC}); run "
+                         f"`qgen-sweep launch SWEEP --results-dir {results_dir}` first")
+    text = read_spec_text(path)
+    names = [line.removeprefix(_NAME_LINE).strip() for line in text.splitlines()
+             if line.startswith(_NAME_LINE)]
+    return spec_from_text(text, name=names[0] if names else path.parent.name, source=str(path))
+
+
+def results_dir_for(sweep: str, given: Path | None = None) -> Path:
+    """`given` (a --results-dir), else the results_dir of the sweep's spec, else
+    ./runs/<sweep name> (also for a name that names no spec: `status` and `resume` say so)."""
+    if given is not None:
+        return given
+    try:
+        return load_spec(sweep).default_results_dir()
+    except QGenError:
+        return Path("runs") / Path(sweep).stem
 
 
 # ---- --set overrides -----------------------------------------------------------------------------

@@ -55,8 +55,8 @@ import datetime as dt
 import json
 import os
 import socket
-import uuid
 import typing
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +67,6 @@ import pyarrow.parquet as pq
 
 from qgen_sweep.atomic import atomic_open, remove_stale_temp_files, write_text_atomic
 from qgen_sweep.errors import StoreError, UsageError
-from qgen_sweep.landscape.schema import LANDSCAPE_SCHEMA
 from qgen_sweep.provenance import failure_row
 from qgen_sweep.trial.config import COLUMN_FIELDS, TrialConfig
 
@@ -169,6 +168,41 @@ FAILURE_SCHEMA = pa.schema(
         ("traceback_tail", pa.string()),
         ("host", pa.string()),
         ("time", _TS),
+    ]
+)
+
+
+# landscape/bits=B/<id>.parquet: one row per evaluated point of a loss-landscape curve (the
+# curves and the meaning of i, j, a, b: qgen_sweep/landscape/schema.py).
+LANDSCAPE_SCHEMA = pa.schema(
+    [
+        ("trial_id", pa.string()),
+        ("sweep", pa.string()),
+        ("dataset", pa.string()),
+        ("bits", pa.int32()),
+        ("landscape_id", pa.string()),  # LandscapeSettings.key()
+        ("kind", pa.string()),  # one of CURVES
+        ("dims", pa.int32()),  # 1 or 2: directions of the surface
+        ("grid", pa.int32()),  # points per axis (odd)
+        ("span", pa.float64()),  # a, b in [-span, span] (units of the filter norms)
+        ("seed", pa.int64()),  # --seed
+        ("ignore", pa.string()),  # which 1-D parameters get a zero direction ("biasbn" | "bn")
+        ("direction_seed", pa.int64()),  # derived per configuration: the same for every precision
+        ("twin_id", pa.string()),  # FP32 twin's trial id (every kind, null for FP32 trials)
+        ("i", pa.int32()),  # grid offset of a (steps)
+        ("j", pa.int32()),  # grid offset of b (steps)
+        ("a", pa.float64()),
+        ("b", pa.float64()),
+        ("loss", pa.float64()),  # mean cross-entropy over the full training split, nats
+        ("accuracy", pa.float64()),  # training accuracy, fraction in [0, 1]
+        ("examples", pa.int64()),  # training examples the loss and accuracy average over
+        ("evaluator", pa.string()),  # "stacked" (several points per forward) | "loop"
+        ("points_per_pass", pa.int32()),
+        ("seconds", pa.float64()),  # wall time of this curve
+        ("device", pa.string()),
+        ("host", pa.string()),
+        ("versions_json", pa.string()),
+        ("computed_at", _TS),
     ]
 )
 
@@ -384,17 +418,20 @@ class ResultsStore:
         """The saved sweep.toml (None when the directory holds no launched sweep)."""
         return self.spec_path.read_text(encoding="utf-8") if self.spec_path.is_file() else None
 
+    def plan_rows(self, columns: Sequence[str] | None = None) -> list[dict[str, Any]] | None:
+        """The rows of plan.parquet (some `columns` only), or None when it is missing or does not
+        read back (an adaptive search rewrites it as it suggests trials)."""
+        return _read_rows(self.plan_path, columns)
+
     def planned_bits(self) -> dict[str, int]:
         """trial_id -> bits of every planned trial (a StoreError without a readable plan)."""
         if not self.plan_path.is_file():
             raise StoreError(f"{self.root} has no plan.parquet; run `qgen-sweep launch` first "
                              f"(or pass the --results-dir it used)")
-        try:
-            plan = pq.read_table(self.plan_path, columns=["trial_id", "bits"]).to_pydict()
-        except (OSError, pa.ArrowException) as error:
-            raise StoreError(f"{self.plan_path} does not read back ({error}); relaunch to "
-                             f"rewrite it") from None
-        return dict(zip(plan["trial_id"], plan["bits"], strict=True))
+        rows = self.plan_rows(["trial_id", "bits"])
+        if rows is None:
+            raise StoreError(f"{self.plan_path} does not read back; relaunch to rewrite it")
+        return {row["trial_id"]: row["bits"] for row in rows}
 
     def finished_ids(self, kind: str = "trials") -> set[str]:
         """Trial ids with a readable final file of `kind` (corrupt files do not count)."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from qgen_sweep.backends.launcher import LaunchOptions, run_sweep
+from qgen_sweep.launcher import LaunchOptions, run_sweep
 from qgen_sweep.plan import plan
 from qgen_sweep.spec import load_spec
 from qgen_sweep.store import ResultsStore

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from optuna.trial import FixedTrial, TrialState
 
-from qgen_sweep.adaptive.launch import budget, check_complete, run_search
 from qgen_sweep.adaptive.report import report_sections, study_rows
+from qgen_sweep.adaptive.strategy import budget
 from qgen_sweep.adaptive.study import (
     ATTR_OUTCOME,
     ATTR_TRIAL_ID,
@@ -30,10 +30,10 @@ from qgen_sweep.adaptive.study import (
     study_keys,
     suggest,
 )
-from qgen_sweep.backends.launcher import LaunchOptions, saved_spec
 from qgen_sweep.errors import QGenError, SpecError
+from qgen_sweep.launcher import LaunchOptions, check_complete, run_sweep
 from qgen_sweep.plan import plan
-from qgen_sweep.spec import load_spec
+from qgen_sweep.spec import load_spec, saved_spec
 from qgen_sweep.store import ResultsStore, read_attempts
 
 QGEN = [sys.executable, "-m", "qgen_sweep.cli"]
@@ -42,7 +42,7 @@ SMALL = ("grid.bits=[2, 32]", "train.epochs=2")
 
 
 def _run(spec, root):
-    return run_search(spec, LaunchOptions(results_dir=root, backend="local",
+    return run_sweep(spec, LaunchOptions(results_dir=root, backend="local",
                                           progress_interval=0.0), f"launch {spec.name}")
 
 

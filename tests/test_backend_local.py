@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from sweep_helpers import failure_rows, final_rows, launch, tiny_spec, trial_ids, write_faults
 
-from qgen_sweep.backends.launcher import check_complete
 from qgen_sweep.errors import QGenError, UsageError
+from qgen_sweep.launcher import check_complete
 from qgen_sweep.store import read_attempts
 
 
@@ -27,7 +27,7 @@ def test_local_launch_writes_rows_with_provenance_and_never_reruns(tmp_path):
     assert row["started_at"] <= row["finished_at"]
     epochs = pq.read_table(store.path("epochs", row["trial_id"], row["bits"])).to_pylist()
     assert [e["epoch"] for e in epochs] == [1, 2]
-    check_complete(store)
+    check_complete(spec, store)
     before = {p: p.stat().st_mtime_ns for p in store.files("trials")}
     launch(spec, tmp_path / "run", backend="local")  # everything done: nothing runs again
     assert {p: p.stat().st_mtime_ns for p in store.files("trials")} == before
@@ -52,7 +52,7 @@ def test_raise_once_retries_raise_always_fails(tmp_path, monkeypatch):
     assert all(f["error_type"] == "InjectedFault" for f in failures)
     assert "injected fault" in failures[0]["message"] and failures[0]["traceback_tail"]
     with pytest.raises(QGenError, match="1 of 4 trials have no result"):
-        check_complete(store)
+        check_complete(spec, store)
 
 
 def test_a_different_spec_in_the_same_directory_is_refused(tmp_path):

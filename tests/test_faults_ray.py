@@ -26,8 +26,9 @@ import pytest
 from process_helpers import alive, descendants
 from sweep_helpers import failure_rows, final_rows, tiny_spec, trial_ids, write_faults
 
-from qgen_sweep.backends.launcher import LaunchOptions, check_complete, run_sweep, saved_spec
 from qgen_sweep.errors import QGenError, StoreError
+from qgen_sweep.launcher import LaunchOptions, check_complete, run_sweep
+from qgen_sweep.spec import saved_spec
 from qgen_sweep.store import ResultsStore, SweepLock, lock_holder, read_attempts
 
 QGEN = [sys.executable, "-m", "qgen_sweep.cli"]
@@ -86,7 +87,7 @@ def test_raise_always_is_a_failure_record_and_the_sweep_goes_on(faulty_run):
     assert "injected fault" in record["message"] and record["host"]
     assert "InjectedFault" in record["traceback_tail"]
     with pytest.raises(QGenError, match="1 of 4 trials have no result"):
-        check_complete(store)
+        check_complete(spec, store)
 
 
 def test_no_gpus_in_the_cluster_runs_on_cpus_with_one_warning(faulty_run):
@@ -152,7 +153,7 @@ def test_truncated_parquet_is_reported_by_status_and_rerun_by_resume(faulty_run,
     assert "corrupt" in text and str(victim) in text.replace("\n", "")
     resumed = run_sweep(saved_spec(root), LaunchOptions(results_dir=root, progress_interval=0),
                         "resume smoke")
-    check_complete(resumed)  # b has no fault file now, d reran: all 4 done
+    check_complete(spec, resumed)  # b has no fault file now, d reran: all 4 done
     assert Counter(r["trial_id"] for r in final_rows(store)) == Counter([a, b, c, d])
     assert store.corrupt_files() == [] and (root / "corrupt").is_dir()
     # d had all its epochs checkpointed: the rerun only re-evaluated it, training nothing
@@ -201,8 +202,8 @@ def test_sigkill_driver_mid_sweep_then_resume(ray_cluster, tmp_path):
     finished_before = {p: p.stat().st_mtime_ns for p in store.files("trials")}
     resumed = run_sweep(saved_spec(root), LaunchOptions(results_dir=root, progress_interval=0),
                         "resume smoke")
-    check_complete(resumed)
     spec = saved_spec(root)
+    check_complete(spec, resumed)
     assert Counter(r["trial_id"] for r in final_rows(store)) == Counter(trial_ids(spec))
     assert len(trial_ids(spec)) == 8
     for path, mtime in finished_before.items():  # finished trials were not rerun

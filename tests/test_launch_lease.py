@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sweep_helpers import TINY, failure_rows, final_rows, tiny_spec, trial_ids, write_faults
 
-from qgen_sweep.store import ResultsStore, SweepLock, lease_held, lock_holder, read_attempts
+from qgen_sweep.store import ResultsStore, SweepLock, lease_held, lock_holder
 
 QGEN = [sys.executable, "-m", "qgen_sweep.cli"]
 SETS = [arg for item in TINY for arg in ("--set", item)]
@@ -135,7 +135,7 @@ def test_immediate_resume_after_sigkill_of_the_driver(tmp_path: Path):
 
 
 def _saved(root: Path):
-    from qgen_sweep.backends.launcher import saved_spec
+    from qgen_sweep.spec import saved_spec
 
     return saved_spec(root)
 
@@ -143,7 +143,7 @@ def _saved(root: Path):
 def test_sweep_toml_is_written_only_after_the_plan(tmp_path: Path):
     """A plan that cannot be stored leaves no sweep.toml, so the directory does not hold on to a
     sweep that never launched (a corrected spec is not refused afterwards)."""
-    from qgen_sweep.backends.launcher import LaunchOptions, run_sweep
+    from qgen_sweep.launcher import LaunchOptions, run_sweep
 
     root = tmp_path / "r"
     (root / "plan.parquet").mkdir(parents=True)  # the plan's file cannot be replaced

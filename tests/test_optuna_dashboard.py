@@ -19,8 +19,7 @@ import pytest
 pytest.importorskip("optuna_dashboard", reason="optuna-dashboard is not installed "
                                                "(pip install 'qgen-sweep[optuna-dashboard]')")
 
-from qgen_sweep.adaptive.launch import run_search  # noqa: E402
-from qgen_sweep.backends.launcher import LaunchOptions  # noqa: E402
+from qgen_sweep.launcher import LaunchOptions, run_sweep  # noqa: E402
 from qgen_sweep.spec import load_spec  # noqa: E402
 from qgen_sweep.store import ResultsStore  # noqa: E402
 
@@ -47,7 +46,7 @@ def _get(url: str, timeout: float = 60) -> bytes:
 def test_optuna_dashboard_opens_the_journal_and_lists_the_studies(tmp_path):
     spec = load_spec("smoke-tpe", ["grid.bits=[4]", "optuna.n_trials=2", "train.epochs=1"])
     root = tmp_path / "run"
-    run_search(spec, LaunchOptions(results_dir=root, backend="local", progress_interval=0.0),
+    run_sweep(spec, LaunchOptions(results_dir=root, backend="local", progress_interval=0.0),
                f"launch {spec.name}")
     journal = ResultsStore(root).journal_path
     assert journal == root / "optuna" / "journal.log" and journal.is_file()

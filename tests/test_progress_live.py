@@ -12,16 +12,16 @@ import re
 import subprocess
 import sys
 import threading
-from types import SimpleNamespace
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sweep_helpers import write_faults
 from terminal_helpers import ANSI, run_in_pty, screen_lines
 
+from qgen_sweep.backends import task_of
 from qgen_sweep.backends.progress import Display, JobProgress, Progress
-from qgen_sweep.backends.runner import task_of
 from qgen_sweep.backends.running import RunningTrials
 from qgen_sweep.plan import plan
 from qgen_sweep.spec import load_spec
@@ -132,10 +132,10 @@ def test_status_watch_follows_a_launch_until_it_stops(tmp_path, env):
     spec = load_spec("smoke", ["grid.bits=[4, 32]", 'grid.optimizer=["sgd"]', "grid.width=[4]"])
     trials = plan(spec)
     store = ResultsStore(tmp_path / "w")
-    from qgen_sweep.backends.launcher import write_plan
     from qgen_sweep.backends.runner import start_attempt
+    from qgen_sweep.plan import save_plan
 
-    write_plan(store, spec, trials)
+    save_plan(store, spec, trials)
     lock = SweepLock(store.root, "launch smoke")
     lock.__enter__()
     running = trials[0]
@@ -168,9 +168,9 @@ def test_status_watch_follows_a_launch_until_it_stops(tmp_path, env):
 def test_status_watch_in_a_log_prints_one_line_per_interval_and_ends_when_done(tmp_path, env):
     spec = load_spec("smoke", ["grid.bits=[4]", 'grid.optimizer=["sgd"]', "grid.width=[4]"])
     root = tmp_path / "w"
-    from qgen_sweep.backends.launcher import write_plan
+    from qgen_sweep.plan import save_plan
 
-    write_plan(ResultsStore(root), spec, plan(spec))
+    save_plan(ResultsStore(root), spec, plan(spec))
     watcher = subprocess.Popen([EXE, "status", "smoke", "--results-dir", str(root), "--watch",
                                 "--interval", "0.3"], stdout=subprocess.PIPE, text=True, env=env)
     first = watcher.stdout.readline()
@@ -246,10 +246,10 @@ def test_running_trials_read_the_latest_epoch_of_each_bundle_member(tmp_path):
 
 def test_running_trials_of_a_search_come_from_the_plan(tmp_path):
     spec = load_spec("smoke", ["grid.bits=[8]", 'grid.optimizer=["adam"]', "grid.width=[4]"])
-    from qgen_sweep.backends.launcher import write_plan
+    from qgen_sweep.plan import save_plan
 
     (trial,) = plan(spec)
-    write_plan(ResultsStore(tmp_path), spec, [trial])
+    save_plan(ResultsStore(tmp_path), spec, [trial])
     (row,) = RunningTrials(tmp_path).rows({trial.trial_id})
     assert (row["precision"], row["optimizer"], row["lr"], row["epochs"]) == \
         ("Int8", "adam", 1e-3, 3)

@@ -12,14 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_analysis import build_known_store
 
-from qgen_sweep.backends.launcher import saved_spec, write_plan
-from qgen_sweep.plan import plan
+from qgen_sweep.plan import plan, save_plan
 from qgen_sweep.spec import (
     CONFIG_FIELDS,
     DEFAULT_INT_RANGE,
     INT_RANGES,
     load_spec,
     parse_spec,
+    saved_spec,
     spec_from_text,
 )
 from qgen_sweep.store import CONFIG_COLUMNS, ResultsStore
@@ -58,7 +58,7 @@ def test_an_emoji_description_survives_launch_then_resume_reads_it(tmp_path):
     text = 'QGen 🙂 ü 中文 "quoted" \\ back\tslash \u0007 bell'
     spec = load_spec("smoke", [f"description={text}"])
     store = ResultsStore(tmp_path / "r")
-    write_plan(store, spec, plan(spec))
+    save_plan(store, spec, plan(spec))
     again = saved_spec(store.root)
     assert again.description == text and again.spec_hash == spec.spec_hash
 

@@ -59,7 +59,7 @@ def test_resume_with_another_bundle_size_continues_the_interrupted_bundle(tmp_pa
     but keeps that bundle whole, so it continues from its checkpoint instead of restarting."""
     import dataclasses
 
-    from qgen_sweep.backends.launcher import LaunchOptions, run_sweep
+    from qgen_sweep.launcher import LaunchOptions, run_sweep
     from qgen_sweep.plan import interrupted_bundles, plan
     from qgen_sweep.trial.bundle import run_bundle
     from qgen_sweep.trial.config import TrialRuntime, bundle_id

@@ -156,3 +156,17 @@ def status_lines(results_dir: Path | str) -> list[str]:
         if r["best_trial_id"]:
             lines.append(f"    trial {r['best_trial_id']}: {r['best_config']}")
     return lines
+
+
+_TITLES = {"optuna_best": "Adaptive search: best configuration per precision",
+           "optuna_importances": "Adaptive search: hyperparameter importances"}
+
+
+def sections(con: Any, results_dir: Path, plots_dir: Path | None,
+             formats: tuple[str, ...] = ()) -> tuple[list[Any], list]:
+    """The report's provider (analysis.report.SECTION_PROVIDERS): the best configurations and
+    importances of an adaptive search (none for a grid)."""
+    from qgen_sweep.analysis.report import Section
+
+    found = report_sections(results_dir)
+    return [Section(key, _TITLES[key], found[key]) for key in _TITLES if key in found], []

@@ -28,7 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from qgen_sweep.errors import UsageError
-from qgen_sweep.plan import PlannedTrial, axis_names
+from qgen_sweep.plan import PlannedTrial, axis_names, save_plan
 from qgen_sweep.spec import SweepSpec
 from qgen_sweep.spec_optuna import OptunaSettings
 from qgen_sweep.store import ResultsStore
@@ -362,9 +362,7 @@ class PlanLedger:
             self.write()
 
     def write(self) -> None:
-        from qgen_sweep.backends.launcher import write_plan
-
-        write_plan(self.store, self.spec, list(self.trials.values()))
+        save_plan(self.store, self.spec, list(self.trials.values()))
 
     def rebuild(self, keys: list[StudyKey], studies: dict[str, optuna.Study]) -> None:
         """Every configuration the journal holds, except ones that were only ever pruned."""

@@ -25,9 +25,15 @@ from qgen_sweep.analysis import cache, sandbox
 from qgen_sweep.analysis._duck import execute
 from qgen_sweep.collapse import collapsed_sql
 from qgen_sweep.errors import QGenError, ResultsDirError
-from qgen_sweep.landscape.schema import LANDSCAPE_SCHEMA
 from qgen_sweep.resources import data_dir
-from qgen_sweep.store import EPOCH_SCHEMA, FAILURE_SCHEMA, PLAN_SCHEMA, TRIAL_SCHEMA, ResultsStore
+from qgen_sweep.store import (
+    EPOCH_SCHEMA,
+    FAILURE_SCHEMA,
+    LANDSCAPE_SCHEMA,
+    PLAN_SCHEMA,
+    TRIAL_SCHEMA,
+    ResultsStore,
+)
 
 log = logging.getLogger(__name__)
 

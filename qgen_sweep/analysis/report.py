@@ -133,51 +133,15 @@ Provider = Callable[[duckdb.DuckDBPyConnection, Path, Path | None, tuple[str, ..
 # function(con, results_dir, plots_dir, formats) -> (sections, figure paths it wrote into
 # plots_dir in those formats; none when plots_dir is None).
 SECTION_PROVIDERS = (
-    "qgen_sweep.analysis.report:measures_sections",
-    "qgen_sweep.analysis.report:adaptive_sections",
-    "qgen_sweep.analysis.report:landscape_sections",
+    "qgen_sweep.measures.report:sections",
+    "qgen_sweep.adaptive.report:sections",
+    "qgen_sweep.landscape.report:sections",
     "qgen_sweep.robustness.report:sections",
 )
 
 
 def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {row[0] for row in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
-
-
-def measures_sections(con: duckdb.DuckDBPyConnection, results_dir: Path, plots_dir: Path | None,
-                      formats: tuple[str, ...] = ()) -> tuple[list[Section], list]:
-    """Table 3 and Kendall's tau from qgen_sweep.measures.report, when measures exist."""
-    if "measures" not in _views(con):
-        return [], []
-    try:
-        from qgen_sweep.measures import report as measures_report
-    except ModuleNotFoundError as error:
-        if error.name not in ("qgen_sweep.measures", "qgen_sweep.measures.report"):
-            raise
-        return [], []
-    return [Section("table3", "Table 3: generalization measures", measures_report.table3(con),
-                    statistics=True, render="qgen_sweep.analysis.report:_md_table3"),
-            Section("kendall", "Kendall", measures_report.kendall(con), statistics=True)], []
-
-
-def adaptive_sections(con: duckdb.DuckDBPyConnection, results_dir: Path, plots_dir: Path | None,
-                      formats: tuple[str, ...] = ()) -> tuple[list[Section], list]:
-    """The best configurations and importances of an adaptive search (none for a grid)."""
-    from qgen_sweep.adaptive.report import report_sections
-
-    titles = {"optuna_best": "Adaptive search: best configuration per precision",
-              "optuna_importances": "Adaptive search: hyperparameter importances"}
-    found = report_sections(results_dir)
-    return [Section(key, titles[key], found[key]) for key in titles if key in found], []
-
-
-def landscape_sections(con: duckdb.DuckDBPyConnection, results_dir: Path, plots_dir: Path | None,
-                       formats: tuple[str, ...] = ()) -> tuple[list[Section], list]:
-    """Flatness per precision, its Kendall coefficients, the Figure 2 panel (with --plots)."""
-    from qgen_sweep.landscape.report import sections
-
-    found, paths = sections(con, plots_dir, formats)
-    return [Section(key, title, rows, statistics=True) for key, title, rows in found], paths
 
 
 def _provider(name: str) -> Provider:
@@ -350,24 +314,6 @@ def _md_table2(rows: list[dict[str, Any]]) -> list[str]:
         for key, values in cells.items()
     ]
     return _md_table(["models", *precisions], body)
-
-
-def _md_table3(rows: list[dict[str, Any]]) -> list[str]:
-    """One table per (sweep, dataset, arch, measure settings), headed by what produced it."""
-    if not rows:
-        return ["(no rows)"]
-    lines: list[str] = []
-    groups = dict.fromkeys((r["sweep"], r["dataset"], r.get("arch"), r.get("settings"))
-                           for r in rows)
-    for sweep, dataset, arch, settings in groups:
-        group = [r for r in rows if (r["sweep"], r["dataset"], r.get("arch"),
-                                     r.get("settings")) == (sweep, dataset, arch, settings)]
-        lines += [f"{sweep}, {dataset}, {arch}; measure settings: {settings}", ""]
-        body = [[r["measure"], *(_num(r[p], 4) for p in ("FP32", "Int8", "Int4", "Int2")),
-                 str(r["models"]), r["lowest"] or "-"] for r in group]
-        lines += _md_table(["measure", "FP32", "Int8", "Int4", "Int2", "models", "lowest"], body)
-        lines.append("")
-    return lines[:-1]
 
 
 # For section providers: the same row fetching, numbers and tables as the built-in sections.

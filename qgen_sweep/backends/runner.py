@@ -43,14 +43,7 @@ from qgen_sweep.trial.config import (
     TrialConfig,
     TrialResult,
     TrialRuntime,
-    bundle_id,
 )
-
-
-def task_of(trial_id: str, config: TrialConfig, lr_index: int) -> dict[str, Any]:
-    """The picklable description of one trial that backends ship to workers."""
-    return {"trial_id": trial_id, "bits": config.bits, "lr_index": lr_index,
-            "config": config.to_dict()}
 
 
 def run_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -240,13 +233,6 @@ def final_row(task: dict[str, Any], ctx: RunContext, config: TrialConfig, result
 
 
 # ---- fused bundles: several trials trained as one network, one row each -------------------------
-
-
-def bundle_task_of(members: list[tuple[str, TrialConfig, int]]) -> dict[str, Any]:
-    """A picklable task for a fused bundle of (trial_id, config, lr_index) members."""
-    tasks = [task_of(tid, config, lr_index) for tid, config, lr_index in members]
-    return {"trial_id": "bundle-" + bundle_id([c for _, c, _ in members]),
-            "bits": members[0][1].bits, "bundle": tasks}
 
 
 def run_bundle_one(task: dict[str, Any], ctx: RunContext) -> dict[str, Any]:

@@ -108,9 +108,6 @@ class RunningTrials:
 
     def _from_plan(self, trial_id: str) -> TrialInfo | None:
         """An adaptive search's trials are not known up front: look them up in plan.parquet."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
         path = self.store.plan_path
         try:
             stat = path.stat()
@@ -119,10 +116,8 @@ class RunningTrials:
         key = (stat.st_mtime_ns, stat.st_size)
         if key != self._plan_key:
             self._plan_key = key
-            try:
-                rows = pq.read_table(path, columns=["trial_id", "bits", "optimizer", "lr",
-                                                    "epochs"]).to_pylist()
-            except (OSError, pa.ArrowException):
+            rows = self.store.plan_rows(["trial_id", "bits", "optimizer", "lr", "epochs"])
+            if rows is None:
                 return None
             for r in rows:
                 self.info.setdefault(r["trial_id"], TrialInfo(

@@ -65,9 +65,9 @@ class JobOptions:
 
     def root(self, sweep: str) -> Path:
         """The results directory, absolute (Ray workers may run elsewhere)."""
-        from qgen_sweep.posthoc.runner import default_results_dir
+        from qgen_sweep.spec import results_dir_for
 
-        return default_results_dir(sweep, self.results_dir).resolve()
+        return results_dir_for(sweep, self.results_dir).resolve()
 
     def device_for(self, sweep: str) -> str:
         """--device (checked), else the launched spec's runtime device."""

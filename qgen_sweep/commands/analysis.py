@@ -35,11 +35,10 @@ def default_results_dir(sweep: str) -> Path:
     if default.exists():
         return default
     try:
-        from qgen_sweep.backends.launcher import default_results_dir as spec_default
         from qgen_sweep.spec import load_spec
 
-        return Path(spec_default(load_spec(sweep, ())))
-    except (QGenError, ImportError, OSError):  # no such spec: the documented default
+        return load_spec(sweep, ()).default_results_dir()
+    except (QGenError, OSError):  # no such spec: the documented default
         return default
 
 

@@ -37,13 +37,12 @@ def _gpus_per_node(sweep: str, overrides: tuple[str, ...], nodes: int,
 
 def _validated_results_dir(sweep: str, overrides: tuple[str, ...], results_dir: Path | None):
     """Plan the sweep (every trial validated) and return its results directory."""
-    from qgen_sweep.backends.launcher import default_results_dir
     from qgen_sweep.plan import plan
     from qgen_sweep.spec import load_spec
 
     spec = load_spec(sweep, overrides)
     plan(spec)
-    return results_dir if results_dir is not None else default_results_dir(spec)
+    return results_dir if results_dir is not None else spec.default_results_dir()
 
 
 def _warn_if_node_local(results_dir: Path) -> None:

@@ -37,9 +37,7 @@ _DATA_DIR_OPTION = click.option(
 
 
 def _results_dir(spec, results_dir: Path | None) -> Path:
-    from qgen_sweep.backends.launcher import default_results_dir
-
-    return results_dir if results_dir is not None else default_results_dir(spec)
+    return results_dir if results_dir is not None else spec.default_results_dir()
 
 
 @click.command("list")
@@ -52,17 +50,14 @@ def list_command() -> None:
       qgen-sweep show smoke          # the TOML of one of them
     """
     from qgen_sweep.plan import plan
+    from qgen_sweep.search import strategy_for
     from qgen_sweep.spec import available_sweeps, load_spec
 
     rows = []
     for path in available_sweeps():
         try:
             spec = load_spec(str(path))
-            count = len(plan(spec))
-            if spec.search == "optuna":  # issue 7: the trial budget, not the space size
-                from qgen_sweep.adaptive.launch import budget
-
-                count = budget(spec)
+            count = strategy_for(spec).total(plan(spec))  # an adaptive search: its budget
             rows.append((path.stem, str(count), spec.description))
         except QGenError as error:
             rows.append((path.stem, "invalid", str(error).splitlines()[0]))
@@ -124,26 +119,13 @@ def validate_command(sweep: str, overrides: tuple[str, ...], data_dir: Path | No
       qgen-sweep validate smoke --set train.epochs=3 --set "grid.bits=[2, 32]"
       qgen-sweep validate my-sweep.toml
     """
-    from qgen_sweep.backends.launcher import preflight
-    from qgen_sweep.plan import axis_counts, count_by
+    from qgen_sweep.launcher import preflight
+    from qgen_sweep.search import strategy_for
 
     spec = _load(sweep, overrides, data_dir)
     trials = preflight(spec, _results_dir(spec, None), device=False)
     _warn_unreached_milestones(trials)
-    if spec.search == "optuna":  # studies over the grid's space
-        from qgen_sweep.adaptive.launch import describe
-
-        click.echo("\n".join(describe(spec)))
-        click.echo(f"  spec hash {spec.spec_hash}; results in {_results_dir(spec, None)}")
-        return
-    click.echo(f"{spec.name} ({spec.source}): {len(trials)} trials, search = {spec.search}")
-    for name, described in axis_counts(spec):
-        click.echo(f"  {name:<14} {described}")
-    per_bits = ", ".join(f"{b}: {n}" for b, n in count_by(trials, "bits").items())
-    click.echo(f"  trials per precision (bits): {per_bits}")
-    res = spec.resources
-    click.echo(f"  resources per trial: cpu {res.cpu:g}, gpu {res.gpu:g}; max concurrent "
-               f"{res.max_concurrent or 'unlimited'}; max failures {res.max_failures}")
+    click.echo("\n".join(strategy_for(spec).describe(trials)))
     click.echo(f"  spec hash {spec.spec_hash}; results in {_results_dir(spec, None)}")
 
 
@@ -238,8 +220,7 @@ def resume_command(sweep: str, overrides: tuple[str, ...], results_dir: Path | N
 
 def _resumed_spec(results_dir: Path, overrides: tuple[str, ...]):
     """The saved spec with --set applied; an override that changes the trials is refused."""
-    from qgen_sweep.backends.launcher import saved_spec
-    from qgen_sweep.spec import spec_from_file
+    from qgen_sweep.spec import saved_spec, spec_from_file
 
     saved = saved_spec(results_dir)
     if not overrides:
@@ -255,61 +236,34 @@ def _resumed_spec(results_dir: Path, overrides: tuple[str, ...]):
 
 def _default_dir(sweep: str) -> Path:
     """./runs/<name> for a sweep name; the spec's results_dir when it names one."""
-    try:
-        return _results_dir(_load(sweep, ()), None)
-    except QGenError:
-        return Path("runs") / Path(sweep).stem
+    from qgen_sweep.spec import results_dir_for
+
+    return results_dir_for(sweep)
 
 
 def _run(spec, results_dir: Path, address, max_concurrent, backend: str, command: str,
          bundle_size: int | None = None, progress_interval: float = 10.0,
          loggers: tuple[str, ...] = ()) -> None:
-    from qgen_sweep.backends.launcher import LaunchOptions, check_complete, run_sweep
+    from qgen_sweep.launcher import LaunchOptions, check_complete, run_sweep
 
     options = LaunchOptions(results_dir=results_dir, address=address,
                             max_concurrent=max_concurrent, backend=backend,
                             bundle_size=bundle_size, progress_interval=progress_interval,
                             loggers=tuple(dict.fromkeys(loggers)))
     click.echo(f"{command}: results in {results_dir}")
-    if spec.search == "optuna":  # issue 7: Optuna studies instead of the grid
-        from qgen_sweep.adaptive.launch import check_complete as check_search
-        from qgen_sweep.adaptive.launch import run_search
-
-        store = run_search(spec, options, command)
-        _print_status(store, title=f"{spec.name}: summary")
-        check_search(spec, store)
-        return
     store = run_sweep(spec, options, command)
-    _print_status(store, title=f"{spec.name}: summary")
-    check_complete(store)
+    _print_status(store, title=f"{spec.name}: summary", spec=spec)
+    check_complete(spec, store)
 
 
 def _dry_run(spec, results_dir: Path, backend: str = "ray", address: str | None = None) -> None:
-    from qgen_sweep.backends.launcher import preflight
-    from qgen_sweep.plan import count_by
+    from qgen_sweep.launcher import preflight
+    from qgen_sweep.search import strategy_for
     from qgen_sweep.store import ResultsStore
 
     trials = preflight(spec, results_dir, backend, address)  # what launch would refuse
     _warn_unreached_milestones(trials)
-    if spec.search == "optuna":
-        from qgen_sweep.adaptive.launch import dry_run_lines
-
-        click.echo("\n".join(dry_run_lines(spec, results_dir)))
-        return
-    done = ResultsStore(results_dir).complete_ids() & {t.trial_id for t in trials}
-    todo = [t for t in trials if t.trial_id not in done]
-    per_bits = ", ".join(f"{b}: {n}" for b, n in count_by(trials, "bits").items())
-    click.echo(f"{spec.name}: {len(trials)} trials planned ({per_bits} by bits); "
-               f"{len(done)} already done, {len(todo)} would run")
-    for trial in todo[:5]:
-        c = trial.config
-        click.echo(f"  {trial.trial_id}  {c.dataset} bits={c.bits} {c.optimizer} lr={c.lr:g} "
-                   f"wd={c.weight_decay:g} depth={c.depth} width={c.width} epochs={c.epochs}")
-    if len(todo) > 5:
-        click.echo(f"  ... {len(todo) - 5} more")
-    if not todo:
-        click.echo(f"all {len(trials)} trials already have results in {results_dir}: nothing "
-                   "would run")
+    click.echo("\n".join(strategy_for(spec).dry_run(trials, ResultsStore(results_dir))))
     click.echo(f"dry run: nothing written (results would go to {results_dir})")
 
 
@@ -363,15 +317,14 @@ def status_command(sweep: str, results_dir: Path | None, fmt: str, as_json: bool
         _watch(store, f"{Path(sweep).stem}: status of {store.root}", failures, interval)
         return
     status, launched = _status_or_plan(sweep, store)
+    search = _search_of(store)
     if fmt == "json":
         data = {"launched": launched, "by_bits": status.by_bits, "totals": status.totals,
                 "missing": status.missing, "corrupt": [str(p) for p in status.corrupt],
                 "no_curve": [{"trial_id": t, "bits": b} for t, b in status.no_curve],
                 "running": status.locked_by,
-                "failures": [_failure_dict(r) for r in status.failures[:failures]]}
-        from qgen_sweep.adaptive.report import study_rows  # adaptive sweeps only
-
-        data.update({"studies": rows} if (rows := study_rows(store.root)) else {})
+                "failures": [_failure_dict(r) for r in status.failures[:failures]],
+                **(search.status_data(store.root) if search else {})}
         click.echo(json.dumps(data, indent=2, default=str))
     elif fmt in ("markdown", "csv"):
         from qgen_sweep.commands.analysis import format_rows
@@ -382,7 +335,7 @@ def status_command(sweep: str, results_dir: Path | None, fmt: str, as_json: bool
         click.echo(format_rows(["bits", *STATUS_COLUMNS], rows, fmt), nl=False)
     else:
         title = f"{Path(sweep).stem}: status of {store.root}"
-        _print_status(store, title=title, failures=failures, status=status)
+        _print_status(store, title=title, failures=failures, status=status, search=search)
     if not launched:
         click.echo(f"note: {store.root} holds no launch yet: all {status.totals['planned']} "
                    f"planned trials are pending (`qgen-sweep launch {sweep}` runs them)",
@@ -396,7 +349,7 @@ def _status_or_plan(sweep: str, store):
 
     if store.plan_path.is_file():
         return sweep_status(store), True
-    from qgen_sweep.backends.launcher import saved_spec
+    from qgen_sweep.spec import saved_spec
 
     spec = saved_spec(store.root) if store.spec_path.is_file() else _load(sweep, ())
     return _pending_status(spec), False
@@ -404,20 +357,27 @@ def _status_or_plan(sweep: str, store):
 
 def _pending_status(spec):
     """A SweepStatus with every planned trial pending (adaptive: the trial budget per study)."""
-    from qgen_sweep.plan import count_by, plan
+    from qgen_sweep.plan import plan
+    from qgen_sweep.search import strategy_for
     from qgen_sweep.store import STATUS_COLUMNS, SweepStatus
 
-    counts: dict = count_by(plan(spec), "bits")
-    if spec.search == "optuna":
-        from qgen_sweep.adaptive.launch import budget
-
-        # one study per precision: its budget; one study over every precision: which bits its
-        # trials get is the sampler's choice, so the row is "any"
-        counts = ({bits: spec.optuna.n_trials for bits in counts} if spec.optuna.per_precision
-                  else {"any": budget(spec)})
+    counts = strategy_for(spec).pending(plan(spec))
     by_bits = {bits: {**dict.fromkeys(STATUS_COLUMNS, 0), "planned": n, "pending": n}
                for bits, n in counts.items()}
     return SweepStatus(by_bits, [], [], None)
+
+
+def _search_of(store):
+    """The search strategy of the spec a results directory was launched with (None before the
+    first launch, or when its sweep.toml does not read back: status then shows the store
+    alone)."""
+    from qgen_sweep.search import strategy_for
+    from qgen_sweep.spec import saved_spec
+
+    try:
+        return strategy_for(saved_spec(store.root)) if store.spec_path.is_file() else None
+    except QGenError:
+        return None
 
 
 def _failure_dict(row: dict) -> dict:
@@ -425,19 +385,24 @@ def _failure_dict(row: dict) -> dict:
     return {k: row[k] for k in keep}
 
 
-def _print_status(store, title: str, failures: int = 5, status=None) -> None:
+def _print_status(store, title: str, failures: int = 5, status=None, spec=None,
+                  search=None) -> None:
     from rich.console import Console
 
+    from qgen_sweep.search import strategy_for
     from qgen_sweep.store import sweep_status
 
     console = Console(highlight=False, width=max(100, Console().width))
     status = sweep_status(store) if status is None else status
-    console.print(_status_view(store, status, title, failures))
+    search = search or (strategy_for(spec) if spec is not None else _search_of(store))
+    console.print(_status_view(store, status, title, search, failures))
     sys.stdout.flush()
 
 
-def _status_view(store, status, title: str, failures: int = 5, running: list | None = None):
-    """The status table, who runs the sweep, the running trials, corrupt files and failures."""
+def _status_view(store, status, title: str, search, failures: int = 5,
+                 running: list | None = None):
+    """The status table, who runs the sweep, the running trials, corrupt files and failures,
+    and what the sweep's search strategy adds (an adaptive search: its best trials)."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -465,25 +430,23 @@ def _status_view(store, status, title: str, failures: int = 5, running: list | N
                           f"chance level or with a training loss above 10 ln(classes); "
                           f"`qgen-sweep report` leaves them out of its statistics "
                           f"(--include-collapsed keeps them)"))
-    parts += _damage_lines(store, status)
+    parts += _damage_lines(store, status, search)
     if status.failures:
         parts.append(Text(f"latest failures ({len(status.failures)} failed attempts of "
                           "unfinished trials):"))
     parts += [Text(f"  {row['trial_id']} bits={row['bits']} attempt {row['attempt']}: "
                    f"{row['error_type']}: {row['message']}") for row in status.failures[:failures]]
-    from qgen_sweep.adaptive.report import status_lines  # issue 7: best trial per precision
-
-    parts += [Text(line) for line in status_lines(store.root)]
+    parts += [Text(line) for line in (search.status_lines(store.root) if search else [])]
     return Group(*parts)
 
 
-def _damage_lines(store, status) -> list:
+def _damage_lines(store, status, search) -> list:
     """One line per file that does not read back and per finished trial without a curve."""
     from rich.text import Text
 
     from qgen_sweep.store import damage_remedy
 
-    reruns = not store.journal_path.is_file()  # an adaptive search reruns nothing itself
+    reruns = search is None or search.reruns_incomplete  # an adaptive search reruns nothing
     lines = [Text(f"corrupt: {path} does not read back; {damage_remedy(path)}")
              for path in status.corrupt]
     if status.no_curve:
@@ -501,8 +464,9 @@ def _watch(store, title: str, failures: int, interval: float) -> None:
 
     if interval <= 0:
         raise UsageError(f"--interval must be > 0 seconds, but got {interval:g}")
-    last = watch_status(store, lambda snap: _status_view(store, snap.status, title, failures,
-                                                         snap.running), interval)
+    search = _search_of(store)
+    last = watch_status(store, lambda snap: _status_view(store, snap.status, title, search,
+                                                         failures, snap.running), interval)
     ended = "every planned trial has a result" if last.finished else "the launch stopped"
     click.echo(f"watch ended: {ended}")
 

@@ -7,9 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from qgen_sweep.landscape.schema import FOLDER
 from qgen_sweep.landscape.settings import LandscapeSettings, fp32_twin_config
 from qgen_sweep.posthoc import JobKind
@@ -25,28 +22,12 @@ def landscape_path(store: ResultsStore, trial_id: str, bits: int) -> Path:
     return store.path(FOLDER, trial_id, bits)
 
 
-def read_rows(path: Path) -> pa.Table | None:
-    """The file's rows, or None when it is missing or does not read back (then it is
-    recomputed: every write is atomic, so only a hand-truncated file gets here)."""
-    if not path.is_file():
-        return None
-    try:
-        return pq.read_table(path)
-    except (OSError, pa.ArrowException):
-        return None
-
-
 def present_curves(store: ResultsStore, trial_id: str, bits: int, landscape_id: str) -> set[str]:
-    """Kinds of curve the file holds for `landscape_id`."""
-    path = landscape_path(store, trial_id, bits)
-    if not path.is_file():
-        return set()
-    try:
-        table = pq.read_table(path, columns=["landscape_id", "kind"])
-    except (OSError, pa.ArrowException):
-        return set()
-    ids, kinds = table.column("landscape_id").to_pylist(), table.column("kind").to_pylist()
-    return {k for i, k in zip(ids, kinds, strict=True) if i == landscape_id}
+    """Kinds of curve the file holds for `landscape_id` (none when it is missing or does not
+    read back: then they are computed again; every write is atomic, so only a hand-truncated
+    file gets here)."""
+    rows = store.rows(FOLDER, trial_id, bits, columns=["landscape_id", "kind"])
+    return {row["kind"] for row in rows if row["landscape_id"] == landscape_id}
 
 
 def twin_id(trial: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from qgen_sweep.analysis.report import Section
 from qgen_sweep.landscape import figures
 
 SUMMARIES = ("loss_rise", "acc_drop", "curvature", "init_barrier", "twin_barrier")
@@ -155,17 +156,19 @@ def all_figures(con: duckdb.DuckDBPyConnection, out_dir: Path,
     return paths
 
 
-def sections(con: duckdb.DuckDBPyConnection, plots_dir: Path | None,
-             formats: tuple[str, ...] = figures.style.FORMATS) -> tuple[list, list[Path]]:
-    """([(key, title, rows)], figures written) for the report; nothing without landscapes."""
+def sections(con: duckdb.DuckDBPyConnection, results_dir: Path, plots_dir: Path | None,
+             formats: tuple[str, ...] = figures.style.FORMATS) -> tuple[list[Section], list[Path]]:
+    """The report's provider (analysis.report.SECTION_PROVIDERS): flatness per precision, its
+    Kendall coefficients, the Figure 2 panel (with --plots); nothing without landscapes."""
     flat = flatness_rows(con)
     if not flat:
         return [], []
     out = [
-        ("landscape_flatness", "Loss landscape: flatness per precision, mean over models; "
-         "loss in nats, a and b in filter-normalized units, curvature in nats per unit^2", flat),
-        ("landscape_kendall", "Kendall: landscape flatness vs gap, in the columns of the "
-         "measures' Kendall table", kendall_rows(con)),
+        Section("landscape_flatness", "Loss landscape: flatness per precision, mean over "
+                "models; loss in nats, a and b in filter-normalized units, curvature in nats per "
+                "unit^2", flat, statistics=True),
+        Section("landscape_kendall", "Kendall: landscape flatness vs gap, in the columns of the "
+                "measures' Kendall table", kendall_rows(con), statistics=True),
     ]
     paths = [] if plots_dir is None else report_figures(con, Path(plots_dir), formats)
     return out, paths

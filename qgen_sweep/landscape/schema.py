@@ -1,5 +1,6 @@
-"""Row schema of landscape/bits=B/<trial_id>.parquet (torch-free: the store and the analysis
-layer read it).
+"""Row schema of landscape/bits=B/<trial_id>.parquet (torch-free). The columns
+(`LANDSCAPE_SCHEMA`) live with the store's other schemas in qgen_sweep/store.py, which the
+analysis layer reads them from; this module names the folders and the curves.
 
 One file per trial holds every curve computed for it: one row per evaluated point. `kind` says
 which curve a row belongs to:
@@ -18,42 +19,10 @@ interpolations), so the SQL finds the centre and its neighbours without comparin
 
 from __future__ import annotations
 
-import pyarrow as pa
+from qgen_sweep.store import LANDSCAPE_SCHEMA
 
 FOLDER = "landscape"  # <root>/landscape/bits=B/<id>.parquet
 FAILURES = "landscape_failures"  # <root>/landscape_failures/<id>-<attempt>.parquet
 CURVES = ("surface", "init", "twin")
 
-_TS = pa.timestamp("us", tz="UTC")
-
-LANDSCAPE_SCHEMA = pa.schema(
-    [
-        ("trial_id", pa.string()),
-        ("sweep", pa.string()),
-        ("dataset", pa.string()),
-        ("bits", pa.int32()),
-        ("landscape_id", pa.string()),  # LandscapeSettings.key()
-        ("kind", pa.string()),  # one of CURVES
-        ("dims", pa.int32()),  # 1 or 2: directions of the surface
-        ("grid", pa.int32()),  # points per axis (odd)
-        ("span", pa.float64()),  # a, b in [-span, span] (units of the filter norms)
-        ("seed", pa.int64()),  # --seed
-        ("ignore", pa.string()),  # which 1-D parameters get a zero direction ("biasbn" | "bn")
-        ("direction_seed", pa.int64()),  # derived per configuration: the same for every precision
-        ("twin_id", pa.string()),  # FP32 twin's trial id (every kind, null for FP32 trials)
-        ("i", pa.int32()),  # grid offset of a (steps)
-        ("j", pa.int32()),  # grid offset of b (steps)
-        ("a", pa.float64()),
-        ("b", pa.float64()),
-        ("loss", pa.float64()),  # mean cross-entropy over the full training split, nats
-        ("accuracy", pa.float64()),  # training accuracy, fraction in [0, 1]
-        ("examples", pa.int64()),  # training examples the loss and accuracy average over
-        ("evaluator", pa.string()),  # "stacked" (several points per forward) | "loop"
-        ("points_per_pass", pa.int32()),
-        ("seconds", pa.float64()),  # wall time of this curve
-        ("device", pa.string()),
-        ("host", pa.string()),
-        ("versions_json", pa.string()),
-        ("computed_at", _TS),
-    ]
-)
+__all__ = ["CURVES", "FAILURES", "FOLDER", "LANDSCAPE_SCHEMA"]

@@ -15,13 +15,12 @@ import json
 import time
 from typing import Any
 
-import pyarrow as pa
 import torch
 from torch import Tensor, nn
 
 from qgen_sweep.landscape import ledger
 from qgen_sweep.landscape.directions import random_direction
-from qgen_sweep.landscape.schema import LANDSCAPE_SCHEMA
+from qgen_sweep.landscape.schema import FOLDER
 from qgen_sweep.landscape.settings import (
     LandscapeSettings,
     direction_seed,
@@ -32,7 +31,7 @@ from qgen_sweep.landscape.settings import (
 )
 from qgen_sweep.landscape.stacked import State, StateChunk, evaluator_for, float_state
 from qgen_sweep.provenance import host, now, versions_json
-from qgen_sweep.store import ResultsStore, rows_to_table, write_table_atomic
+from qgen_sweep.store import ResultsStore
 
 MIN_QUANTIZER_PARAM = 1e-8  # the engine's floor for LSQ step sizes (trial/lsq.py MIN_STEP_SIZE)
 
@@ -206,11 +205,8 @@ def compute_trial(store: ResultsStore, trial: dict[str, Any], settings: dict[str
         return
     ctx = _Context(store, trial, s)
     rows = [row for kind in todo for row in curve_rows(ctx, kind)]
-    path = ledger.landscape_path(store, trial["trial_id"], int(trial["bits"]))
-    new = rows_to_table(rows, LANDSCAPE_SCHEMA)
-    old = ledger.read_rows(path)
-    table = new if old is None else pa.concat_tables([old.cast(LANDSCAPE_SCHEMA), new])
-    write_table_atomic(path, table)
+    trial_id, bits = trial["trial_id"], int(trial["bits"])
+    store.write_rows(FOLDER, trial_id, bits, [*store.rows(FOLDER, trial_id, bits), *rows])
 
 
 def run_job(results_dir: str, trial: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:

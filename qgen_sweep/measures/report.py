@@ -7,10 +7,12 @@ the `measures` and `measures_table3` views.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
+from qgen_sweep.analysis.report import Section, md_table, num
 from qgen_sweep.measures.kendall import DEFAULT_AXES, granulated_kendall
 from qgen_sweep.measures.schema import MEASURE_NAMES
 
@@ -61,3 +63,33 @@ def kendall(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 def _none_if_nan(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else value
+
+
+def sections(con: duckdb.DuckDBPyConnection, results_dir: Path, plots_dir: Path | None,
+             formats: tuple[str, ...] = ()) -> tuple[list[Section], list]:
+    """The report's provider (analysis.report.SECTION_PROVIDERS): Table 3 and Kendall's tau,
+    when measures exist."""
+    views = {row[0] for row in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    if "measures" not in views:
+        return [], []
+    return [Section("table3", "Table 3: generalization measures", table3(con), statistics=True,
+                    render="qgen_sweep.measures.report:md_table3"),
+            Section("kendall", "Kendall", kendall(con), statistics=True)], []
+
+
+def md_table3(rows: list[dict[str, Any]]) -> list[str]:
+    """One table per (sweep, dataset, arch, measure settings), headed by what produced it."""
+    if not rows:
+        return ["(no rows)"]
+    lines: list[str] = []
+    groups = dict.fromkeys((r["sweep"], r["dataset"], r.get("arch"), r.get("settings"))
+                           for r in rows)
+    for sweep, dataset, arch, settings in groups:
+        group = [r for r in rows if (r["sweep"], r["dataset"], r.get("arch"),
+                                     r.get("settings")) == (sweep, dataset, arch, settings)]
+        lines += [f"{sweep}, {dataset}, {arch}; measure settings: {settings}", ""]
+        body = [[r["measure"], *(num(r[p], 4) for p in ("FP32", "Int8", "Int4", "Int2")),
+                 str(r["models"]), r["lowest"] or "-"] for r in group]
+        lines += md_table(["measure", "FP32", "Int8", "Int4", "Int2", "models", "lowest"], body)
+        lines.append("")
+    return lines[:-1]

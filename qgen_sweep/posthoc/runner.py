@@ -21,6 +21,7 @@ from typing import Any
 from qgen_sweep.backends.progress import JobProgress
 from qgen_sweep.errors import QGenError
 from qgen_sweep.posthoc.kind import JobKind
+from qgen_sweep.spec import SAVED_SPEC, SweepSpec, saved_spec
 from qgen_sweep.store import ResultsStore
 
 IsDone = Callable[[ResultsStore, dict[str, Any]], bool]
@@ -43,46 +44,28 @@ class JobRun:
     as_json: bool = False
 
 
-def default_results_dir(sweep: str, results_dir: Path | None) -> Path:
-    """--results-dir, else the spec's results_dir, else ./runs/<sweep name>."""
-    if results_dir is not None:
-        return results_dir
-    from qgen_sweep.backends.launcher import default_results_dir as spec_results_dir
-    from qgen_sweep.spec import load_spec
-
-    try:
-        return spec_results_dir(load_spec(sweep))
-    except QGenError:
-        return Path("runs") / Path(sweep).stem
+def launched_spec(root: Path) -> SweepSpec | None:
+    """The spec the results directory was launched with (None when it holds no sweep.toml)."""
+    return saved_spec(root) if (Path(root) / SAVED_SPEC).is_file() else None
 
 
 def task_resources(root: Path, cpu: float | None, gpu: float | None) -> tuple[float, float]:
     """Per-task resources: the flags, else the launched spec's [resources], else 1 CPU."""
-    spec_cpu, spec_gpu = 1.0, 0.0
-    if (root / "sweep.toml").is_file():
-        from qgen_sweep.backends.launcher import saved_spec
-
-        resources = saved_spec(root).resources
-        spec_cpu, spec_gpu = resources.cpu, resources.gpu
+    spec = launched_spec(root)
+    spec_cpu, spec_gpu = (spec.resources.cpu, spec.resources.gpu) if spec else (1.0, 0.0)
     return (spec_cpu if cpu is None else cpu), (spec_gpu if gpu is None else gpu)
 
 
 def spec_device(root: Path) -> str:
     """The launched spec's runtime device ("auto" when there is no saved spec)."""
-    if (root / "sweep.toml").is_file():
-        from qgen_sweep.backends.launcher import saved_spec
-
-        return saved_spec(root).runtime.device
-    return "auto"
+    spec = launched_spec(root)
+    return spec.runtime.device if spec else "auto"
 
 
 def spec_data_dir(root: Path) -> str | None:
     """The launched spec's runtime data_dir (None: $QGEN_DATA_DIR or the default cache)."""
-    if (root / "sweep.toml").is_file():
-        from qgen_sweep.backends.launcher import saved_spec
-
-        return saved_spec(root).runtime.data_dir
-    return None
+    spec = launched_spec(root)
+    return spec.runtime.data_dir if spec else None
 
 
 def _text(result: dict[str, Any]) -> str:

@@ -34,8 +34,8 @@ from torch import Tensor, nn
 
 from qgen_sweep.atomic import write_text_atomic
 from qgen_sweep.errors import UsageError
-from qgen_sweep.plan import MEMBERS_FILE
 from qgen_sweep.trial.config import (
+    MEMBERS_FILE,
     PER_MEMBER_FIELDS,
     EpochMetrics,
     TrialConfig,

@@ -261,6 +261,11 @@ def unfusable_reasons(config: TrialConfig) -> list[str]:
     return out
 
 
+# In checkpoints/bundle-<id>/: the member trial ids in training order (written by the fused
+# engine, read by the planner to keep an interrupted bundle's members together).
+MEMBERS_FILE = "members.json"
+
+
 def bundle_id(configs: Sequence[TrialConfig]) -> str:
     """Content address of a bundle: sha256 of its sorted member trial ids, 16 hex digits."""
     ids = ",".join(sorted(c.trial_id for c in configs))
