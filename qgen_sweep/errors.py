@@ -48,3 +48,17 @@ class LeaseLost(QGenError):
 class CheckpointUnreadable(QGenError):
     """A trial's training-state checkpoint did not load. The engine has moved it aside, so the
     next attempt starts the trial afresh; the runner records this attempt as a failure row."""
+
+
+class Validated:
+    """A settings dataclass that refuses to exist with bad values: its `problems()` lists them,
+    one line each, and construction raises them as one UsageError (joined by "; ")."""
+
+    def problems(self) -> list[str]:
+        """One line per invalid setting (empty when valid)."""
+        return []
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise UsageError("; ".join(problems))

@@ -41,6 +41,7 @@ import json
 import math
 import re
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,15 +71,28 @@ SEARCHES = ("grid", "optuna")  # any other value is a spec error naming these
 TOP_KEYS = ("description", "search", "results_dir", "grid", "train", "runtime", "resources",
             "optuna")
 
-# Expected TOML type of every TrialConfig field, from the field's annotation (a field added to
-# TrialConfig is a spec key at once). Floats accept integers (weight_decay = 0).
+# Expected TOML type of every field of [train] (TrialConfig), [runtime] (TrialRuntime) and
+# [resources] (Resources), from the dataclass field's annotation: a field added to one of them is
+# a spec key at once. Floats accept integers (weight_decay = 0); an optional field (`int | None`)
+# takes the type it holds, and leaving the key out keeps its default.
 _INT, _FLOAT, _STR = "integer", "number", "string"
-_TOML_KINDS: dict[Any, str] = {int: _INT, float: _FLOAT, str: _STR,
+_TOML_KINDS: dict[Any, str] = {int: _INT, float: _FLOAT, str: _STR, bool: "boolean",
                                tuple[int, ...]: "list of integers"}
-CONFIG_FIELDS: dict[str, str] = {
-    f.name: _TOML_KINDS[typing.get_type_hints(TrialConfig)[f.name]]
-    for f in dataclasses.fields(TrialConfig)
-}
+
+
+def field_kinds(cls: type) -> dict[str, str]:
+    """field name -> expected TOML type, in the dataclass's field order."""
+    hints = typing.get_type_hints(cls)
+    kinds = {}
+    for f in dataclasses.fields(cls):
+        held = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        optional = isinstance(hints[f.name], types.UnionType) and len(held) == 1
+        kinds[f.name] = _TOML_KINDS[held[0] if optional else hints[f.name]]
+    return kinds
+
+
+CONFIG_FIELDS: dict[str, str] = field_kinds(TrialConfig)
+RUNTIME_FIELDS: dict[str, str] = field_kinds(TrialRuntime)
 CHOICES: dict[str, tuple] = {
     "dataset": DATASETS, "bits": BITS, "optimizer": OPTIMIZERS, "augment": AUGMENTATIONS,
     "first_last": FIRST_LAST_POLICIES, "amp": AMP_MODES, "arch": ARCH_NAMES,
@@ -103,15 +117,6 @@ DEFAULT_INT_RANGE = (1, INT32_MAX)  # counts and sizes: >= 1
 MAX_DEPTH = 8
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")  # runtime.device, measure --device
 
-RUNTIME_FIELDS: dict[str, str] = {
-    "device": _STR, "data_dir": _STR, "download": "boolean", "eval_batch_size": _INT,
-    "eval_test_every": _INT, "compile": _STR, "channels_last": "boolean", "threads": _INT,
-    "dtype": _STR, "data_workers": _INT, "decode": _STR,
-}
-RESOURCE_FIELDS: dict[str, str] = {
-    "cpu": _FLOAT, "gpu": _FLOAT, "max_concurrent": _INT, "max_failures": _INT,
-    "engine": _STR, "bundle_size": _INT, "gpus_per_trial": _INT,
-}
 ENGINES = ("single", "fused")  # fused: trials of one architecture trained as one network
 
 
@@ -128,6 +133,9 @@ class Resources:
     # N >= 1: one trial = N data-parallel workers (DDP through Ray Train), one GPU and `cpu`
     # CPUs each; the trial computes what one process with the same global batch computes.
     gpus_per_trial: int = 0
+
+
+RESOURCE_FIELDS: dict[str, str] = field_kinds(Resources)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qgen_sweep.errors import QGenError, UsageError
+from qgen_sweep.errors import QGenError, UsageError, Validated
 from qgen_sweep.resources import data_dir
 
 TEMPLATE_NAME = "slurm.sbatch"
@@ -37,7 +37,7 @@ _BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u20
 
 
 @dataclass(frozen=True)
-class SlurmJob:
+class SlurmJob(Validated):
     """What `qgen-sweep slurm` was asked for (validated on construction, UsageError if bad)."""
 
     sweep: str
@@ -53,11 +53,6 @@ class SlurmJob:
     signal_lead: int = DEFAULT_SIGNAL_LEAD
     overrides: tuple[str, ...] = ()  # --set KEY=VALUE passed on to qgen-sweep launch
     workdir: Path = field(default_factory=Path.cwd)
-
-    def __post_init__(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise UsageError("; ".join(problems))
 
     def problems(self) -> list[str]:
         """One line per invalid option (empty when all are valid)."""

@@ -23,13 +23,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from qgen_sweep.errors import UsageError
+from qgen_sweep.errors import Validated
 
 IGNORE_MODES = ("biasbn", "bn")
 
 
 @dataclass(frozen=True)
-class LandscapeSettings:
+class LandscapeSettings(Validated):
     """Everything a landscape job needs besides the trial."""
 
     dims: int = 2
@@ -43,11 +43,6 @@ class LandscapeSettings:
     device: str = "auto"
     data_dir: str | None = None
     threads: int | None = None
-
-    def __post_init__(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise UsageError("; ".join(problems))
 
     def problems(self) -> list[str]:
         """One line per invalid setting (empty when valid)."""

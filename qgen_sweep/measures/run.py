@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from qgen_sweep.errors import UsageError
+from qgen_sweep.errors import Validated
 from qgen_sweep.measures import bounds
 from qgen_sweep.measures.fold import plain_network, weight_vector
 from qgen_sweep.measures.perturb import BatchedEvaluator
@@ -37,7 +37,7 @@ from qgen_sweep.store import ResultsStore
 
 
 @dataclass(frozen=True)
-class MeasureSettings:
+class MeasureSettings(Validated):
     """Everything a measure job needs besides the trial: searches, families, where to run."""
 
     search: SearchSettings = field(default_factory=SearchSettings)
@@ -47,11 +47,6 @@ class MeasureSettings:
     device: str = "auto"
     data_dir: str | None = None
     threads: int | None = None
-
-    def __post_init__(self) -> None:
-        problems = self.problems()
-        if problems:
-            raise UsageError("; ".join(problems))
 
     def problems(self) -> list[str]:
         """One line per invalid setting (empty when valid)."""

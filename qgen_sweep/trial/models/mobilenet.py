@@ -14,6 +14,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from qgen_sweep.trial.config import TrialConfig
+from qgen_sweep.trial.models.init import torchvision_init
 
 STEM_MIN_SIZE = 64  # pixels
 # MobileNet-V1 after the stem: (out channels, stride) of each depthwise-separable block.
@@ -33,18 +34,6 @@ def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int, groups: int = 1,
     return layers + ([act(inplace=True)] if act is not None else [])
 
 
-def _init(model: nn.Module) -> None:
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, 0, 0.01)
-            nn.init.zeros_(module.bias)
-
-
 class MobileNetV1(nn.Module):
     """Stem conv, 13 blocks of depthwise 3x3 + pointwise 1x1 (each BN + ReLU), pool, linear."""
 
@@ -59,7 +48,7 @@ class MobileNetV1(nn.Module):
             c_in = width(c_out)
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.classifier = nn.Linear(c_in, num_classes)
-        _init(self)
+        torchvision_init(self)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, classes)
         return self.classifier(self.features(x))
@@ -107,7 +96,7 @@ class MobileNetV2(nn.Module):
         layers += _conv_bn(c_in, last, 1, 1, act=nn.ReLU6)
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.classifier = nn.Linear(last, num_classes)
-        _init(self)
+        torchvision_init(self)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, classes)
         return self.classifier(self.features(x))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from qgen_sweep.trial.config import TrialConfig
+from qgen_sweep.trial.models.init import torchvision_init
 
 STAGES = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))  # (channels, convs) per stage
 
@@ -35,16 +36,7 @@ class VGG(nn.Module):
                 size //= 2
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.classifier = nn.Linear(c_in, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0, 0.01)
-                nn.init.zeros_(module.bias)
+        torchvision_init(self)
 
     def forward(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, classes)
         return self.classifier(self.features(x))
