@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 from qgen_sweep.errors import UsageError
 
@@ -137,7 +137,35 @@ class Display:
                 self.print_line()
 
 
-class Progress:
+class _Report:
+    """What both progress displays share: a phase line before the first event, one-off notes,
+    and the live region (or heartbeat lines) while the `with` block runs. Subclasses set
+    `_display` (a Display), `live` and `current_phase`."""
+
+    _display: Display
+    live: bool
+    current_phase: str | None
+
+    def phase(self, text: str | None) -> None:
+        """What is happening before the first trial or job starts ("starting Ray...");
+        cleared by the first start."""
+        self.current_phase = text
+        self._display.changed(force=not self.live)
+
+    def note(self, text: str) -> None:
+        """A one-off line (warnings, failures) that stays in the log."""
+        self._display.note(text)
+
+    def __enter__(self) -> Self:
+        self._display.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.current_phase = None
+        self._display.stop()
+
+
+class Progress(_Report):
     """Counts trial events and renders them; backends call the `on_*` methods.
 
     Small interface for the launchers: `phase(text)` names what happens before the first trial
@@ -164,11 +192,6 @@ class Progress:
                                 clock)
 
     # ---- set-up --------------------------------------------------------------------------------
-    def phase(self, text: str | None) -> None:
-        """What is happening before trials run ("starting Ray..."); cleared by the first start."""
-        self.current_phase = text
-        self._display.changed(force=not self.live)
-
     def watch(self, store_root: Path | str, tasks: Iterable[dict[str, Any]] = ()) -> None:
         """Show the running trials' latest epochs from the store at `store_root`; `tasks` (the
         backend's task dicts) name their configurations and fused bundles' members."""
@@ -241,10 +264,6 @@ class Progress:
         self.note(f"trial {trial_id} failed: {reason}")
         self._display.changed(force=True)
 
-    def note(self, text: str) -> None:
-        """A one-off line (warnings, failures) that stays in the log."""
-        self._display.note(text)
-
     # ---- rendering -----------------------------------------------------------------------------
     def eta(self) -> str:
         """Time left at this run's throughput since the first finished trial."""
@@ -289,14 +308,6 @@ class Progress:
             return Text(self.line())
         return Group(Text(self.line()), running_table(self.running_rows()))
 
-    def __enter__(self) -> Progress:
-        self._display.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.current_phase = None
-        self._display.stop()
-
 
 def running_table(rows: list[dict[str, Any]]) -> Any:
     """The rich table of running trials (at most RUNNING_SHOWN rows, the rest counted)."""
@@ -321,7 +332,7 @@ def running_table(rows: list[dict[str, Any]]) -> Any:
     return table
 
 
-class JobProgress:
+class JobProgress(_Report):
     """Progress of `total` independent jobs (one per finished trial: measure, and the other
     post-hoc commands that run one job per trial).
 
@@ -350,11 +361,6 @@ class JobProgress:
         self._display = Display(self.stream, self.live, interval, self._view, self.line, clock,
                                 write=echo, first_line=False)
 
-    def phase(self, text: str | None) -> None:
-        """What happens before the first job runs ("starting Ray...")."""
-        self.current_phase = text
-        self._display.changed(force=not self.live)
-
     def on_start(self, job_id: str) -> None:
         self.current_phase = None
         self.running.add(job_id)
@@ -374,9 +380,6 @@ class JobProgress:
         if self.live:  # in a log the job's line is the event's line
             self._display.changed()
 
-    def note(self, text: str) -> None:
-        self._display.note(text)
-
     @property
     def finished(self) -> int:
         return self.done + self.failed
@@ -395,11 +398,3 @@ class JobProgress:
         from rich.text import Text
 
         return Text(self.line())
-
-    def __enter__(self) -> JobProgress:
-        self._display.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.current_phase = None
-        self._display.stop()
