@@ -437,6 +437,11 @@ class ResultsStore:
         """Trial ids with a readable final file of `kind` (corrupt files do not count)."""
         return {p.stem for p in self.files(kind) if self.readable(p)}
 
+    def started_ids(self) -> set[str]:
+        """Trial ids that have an attempts log: they started at least once (some may have finished
+        since)."""
+        return {path.parent.name for path in (self.root / "checkpoints").glob("*/attempts.json")}
+
     def complete_ids(self) -> set[str]:
         """Trial ids whose final row and epoch rows both read back: nothing to run again."""
         return self.finished_ids() & self.finished_ids("epochs")

@@ -176,8 +176,7 @@ def _load_started(con: duckdb.DuckDBPyConnection, stores: list[Store]) -> None:
 
     execute(con, "CREATE TABLE raw_started (sweep VARCHAR, trial_id VARCHAR, running BOOLEAN)")
     for store in stores:
-        logs = (store.root / "checkpoints").glob("*/attempts.json")
-        started = sorted(path.parent.name for path in logs)
+        started = sorted(ResultsStore(store.root).started_ids())
         if started:
             running = lock_holder(store.root) is not None
             con.executemany("INSERT INTO raw_started VALUES (?, ?, ?)",

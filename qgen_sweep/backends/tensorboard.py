@@ -16,13 +16,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from qgen_sweep.trial.config import EpochMetrics
+from qgen_sweep.trial.config import COLUMN_FIELDS, EpochMetrics
 
 LOGGERS = ("tensorboard",)  # the values `launch --log` takes
 FOLDER = "tensorboard"
-# Hyperparameters shown in the HParams tab (the grid's axes and the training protocol).
-HPARAMS = ("dataset", "arch", "bits", "optimizer", "lr", "weight_decay", "depth", "width",
-           "base_width", "epochs", "batch_size", "seed")
+# Hyperparameters shown in the HParams tab: the config columns of a trial row (the grid's axes
+# and the training protocol).
+HPARAMS = COLUMN_FIELDS
 # Final metrics of a trial (accuracies in percent, losses and gap in nats).
 METRICS = ("train_acc", "test_acc", "train_loss", "test_loss", "gap")
 
