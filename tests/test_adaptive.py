@@ -209,18 +209,19 @@ def test_reconcile_settles_trials_a_killed_driver_left_running(searched, tmp_pat
                        if planned_from_params(spec, bits, p).trial_id == done["trial_id"])
     params_open = next(p for p in space
                        if planned_from_params(spec, bits, p).trial_id not in finished_ids)
-    study = load_study(spec, key, open_storage(tmp_path))  # a fresh journal, the same store
+    storage = open_storage(tmp_path)
+    study = load_study(spec, key, storage)  # a fresh journal, the same store
     for params in (params_done, params_open):  # two trials asked, then the driver "dies"
         study.enqueue_trial(params)
         assert suggest(study.ask(), spec, bits) == params
-    assert reconcile(spec, key, study, store) == {"told": 1, "requeued": 1}
+    assert reconcile(spec, key, study, store, storage) == {"told": 1, "requeued": 1}
     first, second, requeued = study.get_trials()
     assert requeued.state == TrialState.WAITING
     assert first.state == TrialState.COMPLETE and first.value == done["test_loss"]
     assert second.state == TrialState.FAIL and second.user_attrs[ATTR_OUTCOME] == "interrupted"
     assert finished_count(study) == 1
     assert suggest(study.ask(), spec, bits) == params_open  # the interrupted one comes back
-    assert reconcile(spec, key, study, store) == {"told": 0, "requeued": 1}
+    assert reconcile(spec, key, study, store, storage) == {"told": 0, "requeued": 1}
     assert len(study.get_trials(states=(TrialState.WAITING,))) == 1  # enqueued once, not twice
 
 

@@ -123,7 +123,7 @@ class OptunaSearch:
         ledger = PlanLedger(self.spec, store)
         studies = [AdaptiveStudy(self.spec, key, storage, store, ledger) for key in keys]
         for study in studies:
-            settled = reconcile(self.spec, study.key, study.study, store)
+            settled = reconcile(self.spec, study.key, study.study, store, storage)
             if any(settled.values()):
                 progress.note(f"{study.key.name}: {settled['told']} interrupted trial(s) had "
                               f"results, {settled['requeued']} continue from their checkpoints")

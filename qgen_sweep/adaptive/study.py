@@ -313,15 +313,19 @@ class AdaptiveStudy:
         return self.failed >= self.settings.n_trials
 
 
-def reconcile(spec: SweepSpec, key: StudyKey, study: optuna.Study,
-              store: ResultsStore) -> dict[str, int]:
-    """Settle trials a killed driver left RUNNING (see the module docstring). Returns counts."""
+def reconcile(spec: SweepSpec, key: StudyKey, study: optuna.Study, store: ResultsStore,
+              storage: optuna.storages.BaseStorage) -> dict[str, int]:
+    """Settle trials a killed driver left RUNNING (see the module docstring); `storage` is the
+    study's. Returns counts."""
     objective = settings_of(spec).objective
     waiting = {_trial_id_of(spec, key, t) for t in study.get_trials(
         deepcopy=False, states=(TrialState.WAITING,))}
     summary = {"told": 0, "requeued": 0}
+    study_id = storage.get_study_id_from_name(study.study_name)
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        trial = Trial(study, frozen._trial_id)
+        # the running trial again, through the storage's public lookup by trial number
+        trial = Trial(study, storage.get_trial_id_from_study_id_trial_number(study_id,
+                                                                              frozen.number))
         tid = _trial_id_of(spec, key, frozen)
         outcome = None if tid is None else stored_outcome(store, tid, _bits_of(spec, key, frozen),
                                                           objective)
