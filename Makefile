@@ -5,15 +5,24 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 RUNS   ?= runs
 
-.PHONY: install demo test test-slow test-all test-cluster lint bench clean
+.PHONY: install lock demo test test-slow test-all test-cluster lint bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+# constraints.txt pins every package to the release the tests ran with (the floors in
+# pyproject.toml are those releases too: tests/test_packaging.py), so a fresh install tests
+# what was tested even after newer releases appear.
+$(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
+
+# Re-pin constraints.txt to what .venv holds now (after changing a dependency in pyproject.toml).
+lock:
+	$(PY) -m pip install --quiet -e '.[dev]'
+	{ head -n 2 constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # The embedded default: the offline smoke sweep end to end (digits data, CPU), then its report.
 demo: install

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,3 +55,22 @@ def test_license_file_matches_pyproject():
     assert text.startswith("MIT License\n")
     assert "Permission is hereby granted, free of charge" in text
     assert 'THE SOFTWARE IS PROVIDED "AS IS"' in text
+
+
+def test_constraints_pin_the_installed_releases():
+    """constraints.txt (what `make install` installs) is in step with the environment the tests
+    run in: every pinned package is installed at its pinned version, and every requirement of
+    pyproject is pinned."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement = Requirement(line)
+            (spec,) = requirement.specifier
+            assert spec.operator == "==", line
+            pins[canonicalize_name(requirement.name)] = Version(spec.version)
+    for name, pinned in pins.items():
+        installed = Version(metadata.version(name))
+        assert installed == pinned, f"constraints.txt pins {name}=={pinned}, {installed} is " \
+                                    "installed; run `make lock`"
+    unpinned = {canonicalize_name(r.name) for r in _requirements()} - set(pins)
+    assert not unpinned, f"{sorted(unpinned)} not in constraints.txt; run `make lock`"
