@@ -294,9 +294,9 @@ def _asha(pruning: Pruning):
 
 
 def _trainable_for(ctx: RunContext, settings: RunSettings, cluster: dict[str, float],
-                   progress: Progress, objective: str | None):
-    """The trainable with its resources: one process per trial, or a light driver of the
-    trial's data-parallel workers (`resources.gpus_per_trial`, ray_ddp.py)."""
+                   gpu: float, progress: Progress, objective: str | None):
+    """The trainable with its resources: one process per trial with `gpu`, or a light driver
+    of the trial's data-parallel workers (`resources.gpus_per_trial`, ray_ddp.py)."""
     if settings.gpus_per_trial:
         from qgen_sweep.backends.ray_ddp import DRIVER_CPU, plan_parallel
 
@@ -304,7 +304,6 @@ def _trainable_for(ctx: RunContext, settings: RunSettings, cluster: dict[str, fl
         return tune.with_resources(
             tune.with_parameters(_trainable, ctx=ctx, parallel=parallel, objective=objective),
             {"cpu": DRIVER_CPU})
-    gpu = effective_gpu(settings, cluster, progress.note)
     return tune.with_resources(tune.with_parameters(_trainable, ctx=ctx, objective=objective),
                                {"cpu": settings.cpu, "gpu": gpu})
 
@@ -322,7 +321,9 @@ def run(source: TaskSource, ctx: RunContext, settings: RunSettings,
         # a benchmark swapped the engine itself; data-parallel workers report nothing to Tune,
         # so ASHA lets their trials run to the end)
         ctx = dataclasses.replace(ctx, trial_fn=REPORTING_TRIAL_FN)
-    trainable = _trainable_for(ctx, settings, cluster, progress,
+    # GPUs per single-process trial (a data-parallel trial's workers take whole GPUs instead)
+    gpu = 0.0 if settings.gpus_per_trial else effective_gpu(settings, cluster, progress.note)
+    trainable = _trainable_for(ctx, settings, cluster, gpu, progress,
                                pruning.objective if pruning else None)
     if source.tasks is not None:
         param_space = {"task": tune.grid_search(source.tasks)}
@@ -331,7 +332,6 @@ def run(source: TaskSource, ctx: RunContext, settings: RunSettings,
             trial_name_creator=_tid, trial_dirname_creator=_tid)
     else:
         param_space = None
-        gpu = 0.0 if settings.gpus_per_trial else effective_gpu(settings, cluster, lambda _: None)
         tune_config = tune.TuneConfig(
             search_alg=_SourceSearcher(source), scheduler=_asha(pruning) if pruning else None,
             num_samples=-1, max_concurrent_trials=_concurrency(settings, cluster, gpu),

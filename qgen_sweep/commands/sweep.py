@@ -245,6 +245,7 @@ def _run(spec, results_dir: Path, address, max_concurrent, backend: str, command
          bundle_size: int | None = None, progress_interval: float = 10.0,
          loggers: tuple[str, ...] = ()) -> None:
     from qgen_sweep.launcher import LaunchOptions, check_complete, run_sweep
+    from qgen_sweep.search import strategy_for
 
     options = LaunchOptions(results_dir=results_dir, address=address,
                             max_concurrent=max_concurrent, backend=backend,
@@ -252,7 +253,7 @@ def _run(spec, results_dir: Path, address, max_concurrent, backend: str, command
                             loggers=tuple(dict.fromkeys(loggers)))
     click.echo(f"{command}: results in {results_dir}")
     store = run_sweep(spec, options, command)
-    _print_status(store, title=f"{spec.name}: summary", spec=spec)
+    _print_status(store, title=f"{spec.name}: summary", search=strategy_for(spec))
     check_complete(spec, store)
 
 
@@ -385,16 +386,13 @@ def _failure_dict(row: dict) -> dict:
     return {k: row[k] for k in keep}
 
 
-def _print_status(store, title: str, failures: int = 5, status=None, spec=None,
-                  search=None) -> None:
+def _print_status(store, title: str, failures: int = 5, status=None, search=None) -> None:
     from rich.console import Console
 
-    from qgen_sweep.search import strategy_for
     from qgen_sweep.store import sweep_status
 
     console = Console(highlight=False, width=max(100, Console().width))
     status = sweep_status(store) if status is None else status
-    search = search or (strategy_for(spec) if spec is not None else _search_of(store))
     console.print(_status_view(store, status, title, search, failures))
     sys.stdout.flush()
 
