@@ -21,6 +21,8 @@ from qgen_sweep.adaptive.strategy import budget
 from qgen_sweep.adaptive.study import (
     ATTR_OUTCOME,
     ATTR_TRIAL_ID,
+    AdaptiveStudy,
+    PlanLedger,
     StudyKey,
     finished_count,
     load_study,
@@ -223,6 +225,29 @@ def test_reconcile_settles_trials_a_killed_driver_left_running(searched, tmp_pat
     assert suggest(study.ask(), spec, bits) == params_open  # the interrupted one comes back
     assert reconcile(spec, key, study, store, storage) == {"told": 0, "requeued": 1}
     assert len(study.get_trials(states=(TrialState.WAITING,))) == 1  # enqueued once, not twice
+
+
+def test_a_configuration_the_pruner_stopped_is_not_trained_again(searched, tmp_path):
+    """The pruner's verdict on a configuration is final: when the sampler suggests it again, the
+    study is told PRUNED at once, nothing trains and the plan does not list it."""
+    spec, store = searched
+    bits = spec.axes["bits"][0]
+    key = StudyKey(f"{spec.name}/bits={bits}", bits)
+    finished_ids = {r["trial_id"] for r in _final_rows(store)}
+    params = next(p for p in _all_params(spec)
+                  if planned_from_params(spec, bits, p).trial_id not in finished_ids)
+    ledger = PlanLedger(spec, store)
+    study = AdaptiveStudy(spec, key, open_storage(tmp_path), store, ledger)
+    study.study.enqueue_trial(params)
+    planned = study.admit(first := study.study.ask(), params)
+    assert planned is not None  # no result yet: it runs
+    first.report(1.5, 1)  # the epoch the pruner stopped it at
+    assert study.finish(planned.trial_id, bits, error=False).label == "pruned"
+    study.study.enqueue_trial(params)
+    assert study.admit(again := study.study.ask(), params) is None
+    told = study.study.get_trials()[again.number]
+    assert told.state == TrialState.PRUNED and told.user_attrs["reused"]
+    assert planned.trial_id not in ledger.trials and study.running == {}
 
 
 def _all_params(spec):

@@ -182,8 +182,11 @@ class StudiesSource:
                 if planned is not None:
                     self.owner[planned.trial_id] = study
                     return task_of(planned.trial_id, planned.config, planned.lr_index)
-                if trial.user_attrs.get("reused"):  # settled from its stored final row
-                    outcome = trial.user_attrs.get("outcome")
+                outcome = trial.user_attrs.get("outcome")
+                if trial.user_attrs.get("reused") and outcome != "pruned":
+                    # settled from its stored final row (a configuration the pruner stopped
+                    # before is not counted again: like a suggestion that waited on a run the
+                    # pruner stopped, it adds no finished trial to this run's progress)
                     self.progress.on_complete(trial.user_attrs.get("trial_id", "?"),
                                               "diverged" if outcome == "diverged" else "done")
         return FINISHED if all(self._exhausted(s) for s in self.studies) else None

@@ -7,7 +7,10 @@ the ledger of what the sampler asked and was told. The rules that keep both cons
 
 - A suggestion is a grid point with the grid's content-addressed trial id. If that id already has
   a final row, the study is told the stored value at once (no training); if it is training right
-  now, the new suggestion waits for that run and is told the same value.
+  now, the new suggestion waits for that run and is told the same value; if the pruner stopped
+  it in an earlier trial of the study, it is told PRUNED at once: the pruner's verdict on a
+  configuration is final, so a repeated suggestion neither trains it again nor continues it past
+  the rung it was stopped at.
 - A study's budget counts finished trials: told a value (COMPLETE), stopped early by the pruner
   (PRUNED), or diverged (FAIL with outcome "diverged": a result, not a failure). Trials that
   failed for good do not count, so the search replaces them.
@@ -287,12 +290,21 @@ class AdaptiveStudy:
             self.reused += 1
             self.ledger.add(planned)
             return None
+        if tid not in self.running and self._pruned_before(tid):
+            tell(self.study, trial, Outcome(TrialState.PRUNED, None, "pruned"), reused=True)
+            self.reused += 1
+            return None
         if tid in self.running:
             self.waiting.setdefault(tid, []).append(trial)
             return None
         self.running[tid] = trial
         self.ledger.add(planned)
         return planned
+
+    def _pruned_before(self, trial_id: str) -> bool:
+        """Whether the pruner stopped this configuration in an earlier trial of the study."""
+        return any(t.user_attrs.get(ATTR_TRIAL_ID) == trial_id
+                   for t in self.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
 
     def finish(self, trial_id: str, bits: int, error: bool) -> Outcome:
         """Tell the study how a run ended: its final row, a failure, or a stop by the pruner."""

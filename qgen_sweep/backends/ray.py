@@ -114,7 +114,8 @@ def run_trial_reporting(config: TrialConfig, runtime: TrialRuntime, checkpoint_d
 
     The last epoch is not reported: the trial is finishing anyway, and a stop there would throw
     away a complete run. A stop arrives as SystemExit from tune.report (Ray's function trainable),
-    which ends the attempt without a failure row; last.pt stays for a later continuation.
+    which ends the attempt without a failure row (the source decides what the stop means: an
+    adaptive search never runs that configuration again).
     """
     from qgen_sweep.trial.train import run_trial
 
