@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -138,16 +140,28 @@ def test_results_dir_that_is_a_file_or_under_one_is_refused(tmp_path: Path, dry:
     assert afile.read_text() == "keep" and sorted(tmp_path.iterdir()) == [afile]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write any folder")
+def _lock_folder(folder: Path) -> Callable[[], None]:
+    """Make `folder` unwritable for this process and return the undo: read-only permissions, or
+    for root (who may write any folder) the immutable attribute, which binds root too."""
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        return lambda: folder.chmod(0o700)
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("running as root on a file system without chattr +i: no folder is unwritable")
+    return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
 def test_unwritable_results_dir_is_refused(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
+    locked.mkdir()
+    unlock = _lock_folder(locked)
     try:
         _one_error_line(_run("launch", "smoke", "--results-dir", str(locked / "r")),
                         "not writable")
         assert not any(locked.iterdir())
     finally:
-        locked.chmod(0o700)
+        unlock()
 
 
 # ---- input errors inside a trial ------------------------------------------------------------
