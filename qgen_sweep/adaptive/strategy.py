@@ -25,6 +25,7 @@ from qgen_sweep.errors import UsageError
 from qgen_sweep.plan import PlannedTrial, axis_counts
 from qgen_sweep.search import Work
 from qgen_sweep.spec import SweepSpec
+from qgen_sweep.spec_optuna import OptunaSettings
 
 if TYPE_CHECKING:
     from qgen_sweep.adaptive.study import AdaptiveStudy
@@ -32,11 +33,17 @@ if TYPE_CHECKING:
     from qgen_sweep.store import ResultsStore
 
 
+def _settings(spec: SweepSpec) -> OptunaSettings:
+    """The spec's [optuna] settings; a usage error for any other search (optuna-free, unlike
+    study.settings_of, so that `list` and `validate` need not import optuna)."""
+    if spec.optuna is None:
+        raise UsageError(f"{spec.name} is not an adaptive sweep (search = {spec.search!r})")
+    return spec.optuna
+
+
 def budget(spec: SweepSpec) -> int:
     """Finished trials the sweep asks for in all (n_trials per study). Optuna-free, for `list`."""
-    settings = spec.optuna
-    if settings is None:
-        raise UsageError(f"{spec.name} is not an adaptive sweep (search = {spec.search!r})")
+    settings = _settings(spec)
     studies = len(spec.axes.get("bits", (1,))) if settings.per_precision else 1
     return settings.n_trials * studies
 
@@ -48,9 +55,7 @@ class OptunaSearch:
 
     def __init__(self, spec: SweepSpec) -> None:
         self.spec = spec
-        self.settings = spec.optuna
-        if self.settings is None:
-            raise UsageError(f"{spec.name} is not an adaptive sweep (search = {spec.search!r})")
+        self.settings = _settings(spec)
 
     def total(self, trials: list[PlannedTrial]) -> int:
         return budget(self.spec)
